@@ -1,0 +1,96 @@
+"""Pieces shared by the CLI subcommands: consoles, progress bars, shared flags."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+
+# Tables go to stdout; progress and errors to stderr so `> file` stays clean.
+stdout = Console()
+stderr = Console(stderr=True)
+
+
+class ProgressBar:
+    """The engine's Progress protocol drawn with rich on stderr (tensors done / total, MB/s)."""
+
+    def __init__(self, description: str, quiet: bool = False) -> None:
+        self.description = description
+        self.quiet = quiet
+        self._bar: Progress | None = None
+        self._tensors = self._bytes = None
+
+    def start(self, total: int, total_bytes: int) -> None:
+        if self.quiet:
+            return
+        if self._bar is None:
+            self._bar = Progress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("tensors"),
+                TransferSpeedColumn(),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+                console=stderr,
+                transient=False,
+            )
+            self._bar.start()
+        # One rich task counts tensors; bytes drive the speed column through a hidden task.
+        self._tensors = self._bar.add_task(self.description, total=total)
+        self._bytes = self._bar.add_task("bytes", total=total_bytes, visible=False)
+
+    def advance(self, nbytes: int) -> None:
+        if self._bar is None:
+            return
+        self._bar.advance(self._tensors, 1)
+        self._bar.advance(self._bytes, nbytes)
+        # TransferSpeedColumn reads the task it renders; mirror the byte speed onto it.
+        self._bar.tasks[self._tensors].fields["speed"] = self._bar.tasks[self._bytes].speed
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
+
+    def __enter__(self) -> ProgressBar:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def add_engine_flags(p: argparse.ArgumentParser) -> None:
+    """Flags every analysing command shares."""
+    p.add_argument("--methods", nargs="+", default=None, metavar="METHOD",
+                   help="basic_stats spectral esd quantization sparsity, or all (default: all)")
+    p.add_argument("--parallel", action="store_true", default=True,
+                   help="analyse tensors on a thread pool (default)")
+    p.add_argument("--sequential", dest="parallel", action="store_false", help="analyse one tensor at a time")
+    p.add_argument("--workers", type=int, default=None, metavar="N", help="worker threads (default: core count)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
+    p.add_argument("--layers", default=None, metavar="REGEX", help="only layers whose name matches")
+    p.add_argument("--exclude", default=None, metavar="REGEX", help="skip layers whose name matches")
+    p.add_argument("--include-vectors", action="store_true", help="also basic_stats of 1-D tensors (biases, norms)")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from exc
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value

@@ -1,0 +1,68 @@
+"""``weightscope`` command line: subcommands, error handling, exit codes.
+
+Exit codes: 0 success, 1 an error while working (one line on stderr; the
+traceback only with ``--debug``), 2 bad usage (argparse).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from .._version import __version__
+from ..errors import WeightScopeError
+
+# Each module registers one subcommand: register(subparsers) sets func=run(args) -> int.
+_SUBCOMMANDS = ("scan_cmd", "compare_cmd", "demo_cmd")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="weightscope",
+        description="Look inside neural-network weights: scan, compare and monitor PyTorch checkpoints.",
+    )
+    parser.add_argument("--version", action="version", version=f"weightscope {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in _SUBCOMMANDS:
+        try:
+            module = importlib.import_module(f".{name}", __package__)
+        except ModuleNotFoundError as exc:
+            if exc.name == f"{__package__}.{name}":
+                continue  # a subcommand not built yet
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.WARNING,
+        format="weightscope: %(levelname)s: %(message)s",
+    )
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except WeightScopeError as exc:
+        if args.debug:
+            raise
+        print(f"weightscope: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("weightscope: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # an unexpected bug still gets one line, not a wall of text
+        if args.debug:
+            raise
+        print(f"weightscope: error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

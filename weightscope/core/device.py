@@ -1,0 +1,25 @@
+"""Device selection for the analyzers."""
+
+from __future__ import annotations
+
+import torch
+
+from ..errors import DeviceError
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"auto"`` (CUDA when present) or a torch.device."""
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise DeviceError(f"unknown device {device!r}: use cpu, cuda, cuda:N or auto") from exc
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise DeviceError(f"device {device!r} was asked for but CUDA is not available here; use --device cpu or auto")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise DeviceError(f"device {device!r} does not exist: {torch.cuda.device_count()} CUDA device(s) visible")
+    elif dev.type != "cpu":
+        raise DeviceError(f"device {device!r} is not supported: use cpu, cuda, cuda:N or auto")
+    return dev
