@@ -71,7 +71,7 @@ def run_tasks(
     ``num_workers`` run (and hold memory) at once. ``on_done`` runs on the
     calling thread as each task finishes.
     """
-    workers = num_workers or cpu_count()
+    workers = cpu_count() if num_workers is None else num_workers
     if workers < 1:
         raise WeightScopeError(f"num_workers must be at least 1, got {workers}")
     results: list[Any] = [None] * len(tasks)
