@@ -23,10 +23,27 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="write results: .json (strict JSON), .csv or .parquet (one row per layer)")
     p.add_argument("--top-issues", type=positive_int, default=10, metavar="N", help="rows per report table")
     p.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit)")
+    run_flags = _run_cmd()
+    if run_flags:
+        run_flags.add_run_flags(p)
     p.set_defaults(func=run)
 
 
+def _run_cmd():
+    """The run-folder mode (a folder of training checkpoints), when it is installed."""
+    try:
+        from . import run_cmd
+    except ModuleNotFoundError as exc:
+        if exc.name != f"{__package__}.run_cmd":
+            raise
+        return None
+    return run_cmd
+
+
 def run(args: argparse.Namespace) -> int:
+    run_mode = _run_cmd()
+    if run_mode and run_mode.is_run(args):
+        return run_mode.run_folder(args)
     started = time.perf_counter()
     with Scope(args.model, device=args.device, revision=args.revision) as scope, \
             ProgressBar("scanning", quiet=args.quiet) as bar:
