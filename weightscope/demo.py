@@ -9,7 +9,7 @@ import torch
 
 #: The faults ``build_demo_checkpoint`` plants, so the demo (and tests) know what to expect.
 PLANTED = {
-    "transformer.h.1.attn.c_proj": "4 dead output rows (all zero)",
+    "transformer.h.1.attn.c_proj": "4 dead output units (zero columns in Conv1D's (in, out) layout)",
     "transformer.h.2.mlp.c_fc": "3% extreme outliers (x40): quantization risk",
     "transformer.h.3.mlp.c_proj": "rank-8 weights: huge condition number",
 }

@@ -9,7 +9,6 @@ from typing import Any
 from rich.console import Console
 from rich.progress import (
     BarColumn,
-    MofNCompleteColumn,
     Progress,
     TextColumn,
     TimeElapsedColumn,
@@ -18,18 +17,19 @@ from rich.progress import (
 )
 
 # Tables go to stdout; progress and errors to stderr so `> file` stays clean.
-stdout = Console()
+# Piped output gets wide tables rather than rich's 80-column default.
+stdout = Console(width=None if sys.stdout.isatty() else 160)
 stderr = Console(stderr=True)
 
 
 class ProgressBar:
-    """The engine's Progress protocol drawn with rich on stderr (tensors done / total, MB/s)."""
+    """The engine's Progress protocol drawn with rich on stderr: tensors done / total and MB/s."""
 
     def __init__(self, description: str, quiet: bool = False) -> None:
         self.description = description
         self.quiet = quiet
         self._bar: Progress | None = None
-        self._tensors = self._bytes = None
+        self._task: Any = None
 
     def start(self, total: int, total_bytes: int) -> None:
         if self.quiet:
@@ -38,26 +38,21 @@ class ProgressBar:
             self._bar = Progress(
                 TextColumn("[bold]{task.description}"),
                 BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("tensors"),
+                TextColumn("{task.fields[done]}/{task.fields[count]} tensors"),
                 TransferSpeedColumn(),
                 TimeElapsedColumn(),
                 TimeRemainingColumn(),
                 console=stderr,
-                transient=False,
             )
             self._bar.start()
-        # One rich task counts tensors; bytes drive the speed column through a hidden task.
-        self._tensors = self._bar.add_task(self.description, total=total)
-        self._bytes = self._bar.add_task("bytes", total=total_bytes, visible=False)
+        # The bar advances by bytes so that speed and ETA reflect work, not tensor count.
+        self._task = self._bar.add_task(self.description, total=max(total_bytes, 1), done=0, count=total)
 
     def advance(self, nbytes: int) -> None:
         if self._bar is None:
             return
-        self._bar.advance(self._tensors, 1)
-        self._bar.advance(self._bytes, nbytes)
-        # TransferSpeedColumn reads the task it renders; mirror the byte speed onto it.
-        self._bar.tasks[self._tensors].fields["speed"] = self._bar.tasks[self._bytes].speed
+        done = self._bar.tasks[-1].fields["done"] + 1
+        self._bar.update(self._task, advance=nbytes, done=done)
 
     def close(self) -> None:
         if self._bar is not None:

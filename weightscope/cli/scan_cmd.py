@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import time
 
 from ..core.scope import Scope
@@ -32,12 +33,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _run_cmd():
     """The run-folder mode (a folder of training checkpoints), when it is installed."""
     try:
-        from . import run_cmd
+        return importlib.import_module(".run_cmd", __package__)
     except ModuleNotFoundError as exc:
         if exc.name != f"{__package__}.run_cmd":
             raise
         return None
-    return run_cmd
 
 
 def run(args: argparse.Namespace) -> int:
