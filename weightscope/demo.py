@@ -10,7 +10,7 @@ import torch
 #: The faults ``build_demo_checkpoint`` plants, so the demo (and tests) know what to expect.
 PLANTED = {
     "transformer.h.1.attn.c_proj": "4 dead output units (zero columns in Conv1D's (in, out) layout)",
-    "transformer.h.2.mlp.c_fc": "3% extreme outliers (x40): quantization risk",
+    "transformer.h.2.mlp.c_fc": "8% of weights scaled x40: quantization risk",
     "transformer.h.3.mlp.c_proj": "rank-8 weights: huge condition number",
 }
 
@@ -47,7 +47,7 @@ def plant_faults(sd: dict[str, torch.Tensor], seed: int = 1) -> None:
     g = torch.Generator().manual_seed(seed)
     sd["transformer.h.1.attn.c_proj.weight"][:, :4] = 0.0  # Conv1D: output rows are columns here
     w = sd["transformer.h.2.mlp.c_fc.weight"]
-    idx = torch.randperm(w.numel(), generator=g)[: int(0.03 * w.numel())]
+    idx = torch.randperm(w.numel(), generator=g)[: int(0.08 * w.numel())]
     w.view(-1)[idx] *= 40.0
     w = sd["transformer.h.3.mlp.c_proj.weight"]
     a, b = torch.randn(w.shape[0], 8, generator=g), torch.randn(8, w.shape[1], generator=g)

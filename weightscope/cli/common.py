@@ -66,10 +66,10 @@ class ProgressBar:
         self.close()
 
 
-def add_engine_flags(p: argparse.ArgumentParser) -> None:
-    """Flags every analysing command shares."""
+def add_engine_flags(p: argparse.ArgumentParser, default_methods: str = "all") -> None:
+    """Flags every analysing command shares; ``default_methods`` only shows in the help."""
     p.add_argument("--methods", nargs="+", default=None, metavar="METHOD",
-                   help="basic_stats spectral esd quantization sparsity, or all (default: all)")
+                   help=f"basic_stats spectral esd quantization sparsity, or all (default: {default_methods})")
     p.add_argument("--parallel", action="store_true", default=True,
                    help="analyse tensors on a thread pool (default)")
     p.add_argument("--sequential", dest="parallel", action="store_false", help="analyse one tensor at a time")

@@ -22,4 +22,12 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
             raise DeviceError(f"device {device!r} does not exist: {torch.cuda.device_count()} CUDA device(s) visible")
     elif dev.type != "cpu":
         raise DeviceError(f"device {device!r} is not supported: use cpu, cuda, cuda:N or auto")
+    if dev.type == "cuda":
+        _load_cuda_linalg(dev)
     return dev
+
+
+def _load_cuda_linalg(dev: torch.device) -> None:
+    """torch loads its CUDA linalg library lazily, and two worker threads doing so at once fail
+    with "lazy wrapper should be called at most once" (pytorch/pytorch#90613): load it up front."""
+    torch.linalg.eigvalsh(torch.eye(1, dtype=torch.float64, device=dev))

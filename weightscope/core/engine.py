@@ -124,7 +124,7 @@ def layer_key(tensor_name: str) -> str:
     return tensor_name.removesuffix(".weight")
 
 
-def _compile(pattern: str | None, what: str) -> re.Pattern[str] | None:
+def compile_pattern(pattern: str | None, what: str) -> re.Pattern[str] | None:
     if pattern is None:
         return None
     try:
@@ -141,7 +141,7 @@ def select_tensors(
     include_vectors: bool = False,
 ) -> Selection:
     """Pick floating-point matrices (and vectors if asked), apply regexes, fold tied tensors."""
-    include_re, exclude_re = _compile(layers, "layers"), _compile(exclude, "exclude")
+    include_re, exclude_re = compile_pattern(layers, "layers"), compile_pattern(exclude, "exclude")
     sel = Selection()
     by_storage: dict[Any, str] = {}
     for ref in refs:

@@ -1,0 +1,125 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import wasserstein_distance
+
+from weightscope.comparison import diff_metrics, distribution_metrics, wasserstein
+from weightscope.comparison.pair_metrics import bitwise_equal, moments
+
+
+def _close(got: dict, ref: dict, rel: float = 1e-9) -> None:
+    for key, value in ref.items():
+        assert got[key] == pytest.approx(value, rel=rel, abs=1e-12), key
+
+
+def test_scaled_layer_has_norm_ratio_s_and_cosine_one(gen, reference_diff):
+    a = torch.randn(64, 48, generator=gen)
+    b = a * 2.5
+    m = diff_metrics(a, b)
+    assert m["l2_norm_ratio"] == pytest.approx(2.5, rel=1e-7)
+    assert m["cosine_similarity"] == pytest.approx(1.0, abs=1e-12)
+    assert m["relative_l2_distance"] == pytest.approx(1.5, rel=1e-7)
+    assert m["identical"] is False
+    _close(m, reference_diff(a, b))
+
+
+def test_unchanged_layer_is_identical_with_zero_distance(gen):
+    a = torch.randn(33, 17, generator=gen)
+    m = diff_metrics(a, a.clone())
+    assert m["identical"] is True
+    assert m["l2_distance"] == 0.0 and m["relative_l2_distance"] == 0.0 and m["max_abs_diff"] == 0.0
+    assert m["cosine_similarity"] == 1.0
+    assert m["l2_norm_ratio"] == 1.0
+    assert m["significant_change_percentage"] == 0.0
+    assert m["mean_diff"] == 0.0 and m["std_diff"] == 0.0
+
+
+def test_noise_of_known_size_gives_reference_relative_distance(gen, reference_diff):
+    a = torch.randn(128, 96, generator=gen)
+    b = a + 0.05 * torch.randn(128, 96, generator=gen)
+    m = diff_metrics(a, b)
+    _close(m, reference_diff(a, b))
+    # ‖noise‖ / ‖a‖ ≈ 0.05 for unit-variance a
+    assert m["relative_l2_distance"] == pytest.approx(0.05, rel=0.05)
+
+
+def test_significant_change_percentage_exact_and_threshold_settable():
+    a = torch.tensor([1.0, 1.0, 1.0, 1.0, 0.0, 0.0, -2.0, -2.0], dtype=torch.float64)
+    b = torch.tensor([1.0, 1.005, 1.02, 0.98, 0.0, 1e-9, -2.0, -2.03], dtype=torch.float64)
+    # changes: 0, 0.005, 0.02, 0.02, 0, 1e-9 (of a zero: any change counts), 0, 0.03
+    assert diff_metrics(a, b)["significant_change_percentage"] == 50.0  # 1 %: 0.02, 0.02, 1e-9, 0.03
+    assert diff_metrics(a, b, threshold=0.025)["significant_change_percentage"] == 12.5  # only 1e-9
+    assert diff_metrics(a, b, threshold=0.0)["significant_change_percentage"] == 62.5
+
+
+def test_float64_inputs_are_not_modified(gen):
+    a = torch.randn(50, 20, generator=gen, dtype=torch.float64) - 0.5
+    b = a + 0.1
+    a0, b0 = a.clone(), b.clone()
+    diff_metrics(a, b)
+    assert torch.equal(a, a0) and torch.equal(b, b0)
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 64, 1 << 20])
+def test_chunking_does_not_change_results(gen, chunk, reference_diff):
+    a = torch.randn(10, 13, generator=gen) + 3.0  # a non-zero mean exercises the moment merge
+    b = a * 1.1 + 0.2 * torch.randn(10, 13, generator=gen)
+    _close(diff_metrics(a, b, chunk_elements=chunk), reference_diff(a, b), rel=1e-9)
+
+
+def test_bf16_inputs_are_upcast_not_downcast(gen, reference_diff):
+    a = torch.randn(96, 80, generator=gen).bfloat16()
+    b = (a.float() + 0.02 * torch.randn(96, 80, generator=gen)).bfloat16()
+    m = diff_metrics(a, b)
+    _close(m, reference_diff(a, b))  # reference from the exact bf16 values in float64
+    assert m["identical"] is False
+    assert diff_metrics(a, a.clone())["identical"] is True
+
+
+def test_cosine_bounds_and_zero_tensors(gen):
+    a = torch.randn(20, 20, generator=gen)
+    assert diff_metrics(a, -a)["cosine_similarity"] == pytest.approx(-1.0, abs=1e-12)
+    z = torch.zeros(20, 20)
+    both_zero = diff_metrics(z, z.clone())
+    assert both_zero["cosine_similarity"] == 1.0 and both_zero["relative_l2_distance"] is None
+    one_zero = diff_metrics(z, a)
+    assert one_zero["cosine_similarity"] is None  # undefined, not 0
+    assert one_zero["l2_norm_ratio"] is None
+    assert one_zero["significant_change_percentage"] == 100.0
+
+
+def test_bitwise_equal_is_about_bits():
+    a = torch.tensor([0.0, 1.0])
+    assert not bitwise_equal(a, torch.tensor([-0.0, 1.0]))  # equal values, different bits
+    nan = torch.tensor([float("nan")])
+    assert bitwise_equal(nan, nan.clone())
+    assert not bitwise_equal(a, a.double())
+    with pytest.raises(ValueError):
+        diff_metrics(a, torch.zeros(3))
+
+
+def test_moments_match_numpy(gen, f64):
+    t = torch.randn(1000, generator=gen).bfloat16() * 3 + 1
+    mean, std, norm = moments(t, chunk_elements=97)
+    x = f64(t)
+    assert mean == pytest.approx(x.mean(), rel=1e-12)
+    assert std == pytest.approx(x.std(), rel=1e-12)
+    assert norm == pytest.approx(np.linalg.norm(x), rel=1e-12)
+
+
+def test_wasserstein_matches_scipy_and_subsamples_deterministically(gen, f64):
+    a = torch.randn(30, 40, generator=gen)
+    b = 1.5 * torch.randn(50, 40, generator=gen) + 0.3
+    m = distribution_metrics(a, b)
+    assert m["wasserstein_distance"] == pytest.approx(wasserstein_distance(f64(a).ravel(), f64(b).ravel()), rel=1e-12)
+    assert m["mean_diff"] == pytest.approx(f64(b).mean() - f64(a).mean(), rel=1e-9)
+    assert m["std_diff"] == pytest.approx(f64(b).std() - f64(a).std(), rel=1e-9)
+    assert m["l2_norm_ratio"] == pytest.approx(np.linalg.norm(f64(b)) / np.linalg.norm(f64(a)), rel=1e-9)
+    # Subsampled: deterministic, and close to the exact value.
+    big_a, big_b = torch.randn(200_000, generator=gen), 2 * torch.randn(150_000, generator=gen)
+    w1 = wasserstein(big_a, big_b, max_samples=20_000)
+    assert w1 == wasserstein(big_a, big_b, max_samples=20_000)
+    exact = wasserstein_distance(f64(big_a), f64(big_b))
+    assert math.isclose(w1, exact, rel_tol=0.05)

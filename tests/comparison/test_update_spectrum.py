@@ -1,0 +1,62 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from weightscope.comparison import spectrum_metrics, update_spectrum
+from weightscope.comparison.update_spectrum import spectrum_from_gram, update_gram
+
+
+def _np_sv(a: torch.Tensor, b: torch.Tensor) -> np.ndarray:
+    d = b.double().numpy() - a.double().numpy()
+    return np.linalg.svd(d.reshape(d.shape[0], -1), compute_uv=False)
+
+
+@pytest.mark.parametrize("shape", [(96, 64), (40, 120), (8, 4, 3, 3), (420, 400), (390, 600)])  # last two: blocked Gram
+def test_singular_values_match_numpy_svd(gen, shape):
+    a = torch.randn(*shape, generator=gen)
+    b = a + 0.1 * torch.randn(*shape, generator=gen)
+    sv = spectrum_from_gram(update_gram(a, b)).numpy()
+    ref = _np_sv(a, b)
+    np.testing.assert_allclose(sv[: len(ref)], ref, rtol=1e-8, atol=1e-10 * ref[0])
+
+
+@pytest.mark.parametrize("rank", [1, 3])
+def test_low_rank_update_is_seen_as_low_rank(gen, rank):
+    a = torch.randn(128, 96, generator=gen)
+    u, v = torch.randn(128, rank, generator=gen), torch.randn(rank, 96, generator=gen)
+    b = a + 0.05 * (u @ v)
+    m = update_spectrum(a, b)
+    assert 1 <= m["update_rank_90"] <= rank
+    assert m["update_stable_rank"] <= rank + 1e-6
+    # Rounding of a + ΔW in float32 adds a noise floor, so the entropy rank is only near r.
+    assert m["update_effective_rank"] < rank + 1.5
+
+
+def test_full_rank_noise_update_has_large_rank(gen):
+    a = torch.randn(128, 96, generator=gen)
+    b = a + 0.05 * torch.randn(128, 96, generator=gen)
+    m = update_spectrum(a, b)
+    assert m["update_rank_90"] > 40
+    assert m["update_effective_rank"] > 60
+
+
+def test_metrics_match_closed_form_on_known_spectrum():
+    sv = torch.tensor([3.0, 2.0, 1.0, 0.0], dtype=torch.float64)
+    m = spectrum_metrics(sv)
+    assert m["update_stable_rank"] == pytest.approx(14 / 9)
+    p = np.array([3, 2, 1]) / 6
+    assert m["update_effective_rank"] == pytest.approx(math.exp(-(p * np.log(p)).sum()))
+    assert m["update_rank_90"] == 2  # 9+4 = 13 >= 0.9*14 = 12.6, 9 < 12.6
+    assert spectrum_metrics(torch.tensor([1.0, 0.0]))["update_rank_90"] == 1
+
+
+def test_zero_update_and_bf16(gen):
+    a = torch.randn(30, 20, generator=gen).bfloat16()
+    zero = {"update_stable_rank": 0.0, "update_effective_rank": 0.0, "update_rank_90": 0}
+    assert update_spectrum(a, a.clone()) == zero
+    u, v = torch.randn(30, 1, generator=gen), torch.randn(1, 20, generator=gen)
+    b = (a.double() + u.double() @ v.double()).bfloat16()
+    sv = spectrum_from_gram(update_gram(a, b)).numpy()
+    np.testing.assert_allclose(sv[:20], _np_sv(a, b), rtol=1e-8, atol=1e-9)

@@ -1,0 +1,172 @@
+"""``weightscope compare``: what changed between two checkpoints, and where."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from ..comparison import DIFF_KEYS, STATS_METRICS, UPDATE_KEYS
+from ..comparison.ranking import find_most_changed_layers
+from ..errors import ConfigError
+from ..sinks.terminal import fmt
+from .common import ProgressBar, add_engine_flags, positive_int, stderr, stdout
+
+#: Metrics --rank-by accepts (numeric per-layer metrics).
+RANKABLE = sorted(
+    {k for k in DIFF_KEYS if k != "identical"}
+    | {"norm_change"}
+    | {key for spec in STATS_METRICS.values() for key, _, _ in spec}
+    | set(UPDATE_KEYS)
+)
+_NAMES_SHOWN = 20
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "compare",
+        help="compare two checkpoints layer by layer",
+        description=(
+            "Compare two checkpoints tensor by tensor (base vs fine-tune, consecutive checkpoints, "
+            "student vs teacher) and rank the layers that changed most. Either model may also be a "
+            "scan JSON file written by `weightscope scan --output`."
+        ),
+    )
+    p.add_argument("--model1", required=True, metavar="PATH",
+                   help="model 1 (e.g. the base): checkpoint file or folder, Hub id, or scan .json")
+    p.add_argument("--model2", required=True, metavar="PATH",
+                   help="model 2 (e.g. the fine-tune): checkpoint file or folder, Hub id, or scan .json")
+    add_engine_flags(p, default_methods="basic_stats")
+    p.add_argument("--top-changes", type=positive_int, default=10, metavar="N", help="rows in the table of changes")
+    p.add_argument("--rank-by", default=None, choices=RANKABLE, metavar="METRIC",
+                   help="metric to rank layers by (default: relative_l2_distance, or norm_change from scan files)")
+    p.add_argument("--threshold", type=_fraction, default=0.01, metavar="FRACTION",
+                   help="relative change counted as significant: |b-a| > FRACTION*|a| (default: 0.01)")
+    p.add_argument("--output", "-o", default=None, metavar="FILE",
+                   help="write the comparison: .json (strict JSON), .csv or .parquet (one row per layer)")
+    p.add_argument("--revision1", default=None, help="Hub revision of model 1")
+    p.add_argument("--revision2", default=None, help="Hub revision of model 2")
+    p.set_defaults(func=run)
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from exc
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    return value
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..core.comparator import compare_sources  # torch loads here, not for --help
+
+    if args.output and Path(args.output).suffix.lower() not in (".json", ".csv", ".parquet"):
+        raise ConfigError(f"--output {args.output}: use a .json, .csv or .parquet file")
+    started = time.perf_counter()
+    with ProgressBar("comparing", quiet=args.quiet) as bar:
+        comparison = compare_sources(
+            args.model1,
+            args.model2,
+            methods=args.methods,
+            parallel=args.parallel,
+            num_workers=args.workers,
+            device=args.device,
+            threshold=args.threshold,
+            layers=args.layers,
+            exclude=args.exclude,
+            include_vectors=args.include_vectors,
+            progress=bar,
+            revision1=args.revision1,
+            revision2=args.revision2,
+        )
+    elapsed = time.perf_counter() - started
+    render_comparison(comparison, stdout, top=args.top_changes, by=args.rank_by)
+    if args.output:
+        path = _save(comparison, args.output)
+        stderr.print(f"Comparison written to {path}")
+    if not args.quiet:
+        stderr.print(f"Compared in {elapsed:.1f} s")
+    return 0
+
+
+def _save(comparison: dict[str, Any], output: str) -> Path:
+    from ..sinks.files import is_table_path, write_json, write_table
+
+    if not is_table_path(output):
+        return write_json(output, comparison)
+    try:
+        import pandas as pd
+    except ImportError as exc:
+        raise ConfigError("writing a table needs pandas: pip install 'weightscope[pandas]'") from exc
+    rows = [{"layer": layer, **metrics} for layer, metrics in comparison["layer_comparisons"].items()]
+    return write_table(output, pd.DataFrame(rows))
+
+
+def _names(console: Console, title: str, names: list[str]) -> None:
+    if not names:
+        return
+    shown = ", ".join(names[:_NAMES_SHOWN])
+    more = f" ... and {len(names) - _NAMES_SHOWN} more" if len(names) > _NAMES_SHOWN else ""
+    console.print(f"[yellow]{title} ({len(names)}):[/yellow] {shown}{more}")
+
+
+def render_comparison(comparison: dict[str, Any], console: Console, top: int = 10, by: str | None = None) -> None:
+    """Counts, the top changes, shape mismatches and unpaired layers, as rich tables."""
+    s = comparison["summary"]
+    console.print(
+        f"[bold]WeightScope compare[/bold] {comparison['model1']} -> {comparison['model2']} "
+        f"({comparison['mode']}; methods: {', '.join(comparison['methods'])})"
+    )
+    counts = f"{s['compared_layers']} layers compared"
+    if s["identical_layers"] is not None:
+        counts += f": {s['identical_layers']} identical, {s['changed_layers']} changed"
+    else:
+        counts += " from saved stats (identical/changed unknown without tensors)"
+    if s["global_relative_l2_distance"] is not None:
+        counts += (f"; whole model: relative L2 {fmt(s['global_relative_l2_distance'])}, "
+                   f"cosine {fmt(s['global_cosine_similarity'], 6)}")
+    console.print(counts)
+
+    rows = find_most_changed_layers(comparison, top_k=top, by=by) if comparison["layer_comparisons"] else []
+    if rows:
+        metric = by or s["score_metric"]
+        t = Table(title=f"Top {len(rows)} changes by {metric}", title_justify="left")
+        for col in ("layer", "score", "relative L2", "cosine", "norm ratio", "update rank 90%"):
+            t.add_column(col, justify="left" if col == "layer" else "right")
+        for layer, score, m in rows:
+            t.add_row(layer, fmt(score), fmt(m.get("relative_l2_distance")), fmt(m.get("cosine_similarity"), 6),
+                      fmt(m.get("l2_norm_ratio")), fmt(m.get("update_rank_90")))
+        console.print(t)
+    elif not comparison["shape_mismatches"]:
+        console.print("[yellow]No layers in common: nothing compared (check the names below).")
+
+    if comparison["shape_mismatches"]:
+        t = Table(title="Shape mismatches (distributions compared)", title_justify="left")
+        for col in ("layer", "shape 1", "shape 2", "mean diff", "std diff", "wasserstein"):
+            t.add_column(col, justify="left" if col == "layer" else "right")
+        for layer, m in comparison["shape_mismatches"].items():
+            t.add_row(layer, "x".join(map(str, m["shape1"] or [])), "x".join(map(str, m["shape2"] or [])),
+                      fmt(m.get("mean_diff")), fmt(m.get("std_diff")), fmt(m.get("wasserstein_distance")))
+        console.print(t)
+
+    _names(console, "Only in model 1", comparison["only_in_model1"])
+    _names(console, "Only in model 2", comparison["only_in_model2"])
+    mapping = comparison["name_mapping"]
+    if mapping:
+        first = next(iter(mapping.items()))
+        console.print(f"{len(mapping)} layer(s) paired after removing wrapper prefixes "
+                      f"(e.g. {first[0]} <-> {first[1]})")
+    errors = {k: m["error"] for k, m in comparison["layer_comparisons"].items() if "error" in m}
+    if errors:
+        t = Table(title="[red]Comparison errors", title_justify="left")
+        t.add_column("layer")
+        t.add_column("error")
+        for layer, msg in errors.items():
+            t.add_row(layer, msg)
+        console.print(t)

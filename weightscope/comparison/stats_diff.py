@@ -1,0 +1,80 @@
+"""Comparison metrics that need only each side's per-tensor stats, not the tensors.
+
+These work from saved scan results as well as from a live scan, so both paths
+of the comparator share them. Differences are model2 − model1, ratios
+model2 / model1; a metric either side lacks (method not run, failed, or an
+older results file) is None, never 0.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+#: method -> (output key, stat key, "diff" or "ratio"), for methods run on both sides.
+STATS_METRICS: dict[str, tuple[tuple[str, str, str], ...]] = {
+    "basic_stats": (
+        ("mean_diff", "mean", "diff"),
+        ("std_diff", "std", "diff"),
+        ("l2_norm_ratio", "l2_norm", "ratio"),
+    ),
+    "spectral": (
+        ("condition_number_ratio", "condition_number", "ratio"),
+        ("stable_rank_diff", "stable_rank", "diff"),
+        ("max_singular_value_ratio", "max_singular_value", "ratio"),
+    ),
+    "quantization": (
+        ("extreme_outlier_percentage_diff", "extreme_outlier_percentage", "diff"),
+        ("sqnr_db_diff", "sqnr_db", "diff"),
+    ),
+    "esd": (("alpha_diff", "alpha", "diff"),),
+}
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value)
+
+
+def _combine(v1: float | None, v2: float | None, how: str) -> float | None:
+    if v1 is None or v2 is None:
+        return None
+    if how == "diff":
+        out = v2 - v1
+    elif v1 == 0:
+        return None  # a ratio to zero says nothing useful
+    else:
+        out = v2 / v1
+    # inf - inf and inf / inf are NaN: undefined, not a number to rank by.
+    return None if math.isnan(out) else out
+
+
+def stat(stats: dict[str, Any] | None, method: str, key: str) -> float | None:
+    """``stats[method][key]`` as a float, or None when missing, failed or not numeric."""
+    res = (stats or {}).get(method)
+    return _number(res.get(key)) if isinstance(res, dict) else None
+
+
+def stats_metrics(stats1: dict[str, Any] | None, stats2: dict[str, Any] | None, methods: list[str]) -> dict[str, Any]:
+    """The keys of :data:`STATS_METRICS` for ``methods``, from two ``method -> metrics`` dicts."""
+    out: dict[str, Any] = {}
+    for method in methods:
+        for out_key, key, how in STATS_METRICS.get(method, ()):
+            out[out_key] = _combine(stat(stats1, method, key), stat(stats2, method, key), how)
+    return out
+
+
+def norm_change(metrics: dict[str, Any], std1: float | None = None) -> float | None:
+    """Fallback change score from stats: |‖B‖/‖A‖ − 1|, else |Δstd| / std(A).
+
+    By the triangle inequality |‖B‖ − ‖A‖| ≤ ‖B − A‖, so ``|l2_norm_ratio − 1|``
+    is a lower bound of ``relative_l2_distance``: a pure rotation scores 0 here.
+    """
+    ratio = _number(metrics.get("l2_norm_ratio"))
+    if ratio is not None:
+        return abs(ratio - 1.0)
+    std_diff = _number(metrics.get("std_diff"))
+    if std_diff is not None and std1:
+        return abs(std_diff) / std1
+    return None

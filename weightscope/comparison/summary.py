@@ -1,0 +1,116 @@
+"""Whole-model figures of a comparison: counts, global distance, per block and per module kind."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any
+
+from .matching import normalize_name
+from .ranking import layer_score, score_metric
+
+
+def split_block(layer: str) -> tuple[str | None, str]:
+    """``"transformer.h.3.attn.c_attn"`` -> ``("h.3", "attn.c_attn")``; ``"wte"`` -> ``(None, "wte")``.
+
+    The block is the name up to its first all-digit segment (the layer index),
+    wrapper prefixes removed; the module kind is what follows, which is the
+    same in every block (``self_attn.q_proj``, ``mlp.c_fc``, ...).
+    """
+    parts = normalize_name(layer).split(".")
+    for i, part in enumerate(parts):
+        if part.isdigit():
+            rest = ".".join(parts[i + 1 :])
+            return ".".join(parts[: i + 1]), rest or ".".join(parts)
+    return None, ".".join(parts)
+
+
+def _num(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+class _Totals:
+    """Sums that give the L2 distance and cosine over a set of layers as if they were one vector."""
+
+    def __init__(self) -> None:
+        self.layers = 0
+        self.changed = 0
+        self.tensor_layers = 0  # layers with tensor-level metrics
+        self.dd = self.aa = self.bb = self.ab = 0.0
+        self.scores: list[float] = []
+
+    def add(self, metrics: dict[str, Any], score: float | None) -> None:
+        self.layers += 1
+        if score is not None:
+            self.scores.append(score)
+        dist, na, nb = (_num(metrics.get(k)) for k in ("l2_distance", "model1_l2_norm", "model2_l2_norm"))
+        if dist is None or na is None or nb is None:
+            return
+        self.tensor_layers += 1
+        self.changed += metrics.get("identical") is False
+        cos = _num(metrics.get("cosine_similarity"))
+        self.dd += dist * dist
+        self.aa += na * na
+        self.bb += nb * nb
+        self.ab += (cos or 0.0) * na * nb
+
+    def figures(self) -> dict[str, Any]:
+        tensors = self.tensor_layers > 0
+        dist = math.sqrt(self.dd) if tensors else None
+        both = math.sqrt(self.aa) * math.sqrt(self.bb)
+        return {
+            "layers": self.layers,
+            "changed_layers": self.changed if tensors else None,
+            "l2_distance": dist,
+            "relative_l2_distance": dist / math.sqrt(self.aa) if tensors and self.aa > 0 else None,
+            "cosine_similarity": (
+                max(-1.0, min(1.0, self.ab / both)) if tensors and both > 0 else None
+            ),
+            "mean_score": sum(self.scores) / len(self.scores) if self.scores else None,
+            "max_score": max(self.scores) if self.scores else None,
+        }
+
+
+def _grouped(items: Iterable[tuple[str, dict[str, Any], float | None]], key_index: int) -> dict[str, Any]:
+    groups: dict[str, _Totals] = {}
+    for layer, metrics, score in items:
+        key = split_block(layer)[key_index]
+        if key is not None:
+            groups.setdefault(key, _Totals()).add(metrics, score)
+    return {k: t.figures() for k, t in groups.items()}
+
+
+def summarize(comparison: dict[str, Any]) -> dict[str, Any]:
+    """The ``summary`` entry of a comparison, from its other entries.
+
+    ``identical_layers``/``changed_layers`` are None when no tensors were
+    compared (bit equality is unknowable from stats). Scores are the default
+    ranking score (see :func:`weightscope.comparison.ranking.score_metric`).
+    """
+    layers: dict[str, dict[str, Any]] = comparison.get("layer_comparisons", {})
+    metric = score_metric(comparison)
+    ok = {k: m for k, m in layers.items() if "error" not in m}
+    items = [(k, m, layer_score(m, metric)) for k, m in ok.items()]
+    total = _Totals()
+    for _, m, score in items:
+        total.add(m, score)
+    known = [m["identical"] for m in ok.values() if isinstance(m.get("identical"), bool)]
+    tensors = bool(known)
+    overall = total.figures()
+    return {
+        "compared_layers": len(ok),
+        "identical_layers": sum(known) if tensors else None,
+        "changed_layers": len(known) - sum(known) if tensors else None,
+        "shape_mismatches": len(comparison.get("shape_mismatches", {})),
+        "only_in_model1": len(comparison.get("only_in_model1", [])),
+        "only_in_model2": len(comparison.get("only_in_model2", [])),
+        "errors": len(layers) - len(ok),
+        "score_metric": metric,
+        "global_l2_distance": overall["l2_distance"],
+        "global_relative_l2_distance": overall["relative_l2_distance"],
+        "global_cosine_similarity": overall["cosine_similarity"],
+        "by_block": _grouped(items, 0),
+        "by_module": _grouped(items, 1),
+    }
