@@ -1,0 +1,88 @@
+"""Every analyzer on sane-but-odd tensors: never an error, always flat JSON-able plain values."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from weightscope.analyzers import ALL_METHODS, analyze_tensor
+from weightscope.analyzers.view import TensorView
+
+PLAIN = (int, float, str, type(None), bool)
+
+
+def _odd_tensors() -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    nan = torch.randn(30, 20, generator=g)
+    nan[0, 0] = float("nan")
+    inf = torch.randn(30, 20, generator=g)
+    inf[5, :] = float("inf")
+    return {
+        "zeros": torch.zeros(16, 24),
+        "row": torch.randn(1, 300, generator=g),
+        "column": torch.randn(300, 1, generator=g),
+        "empty_rows": torch.zeros(0, 12),
+        "empty_cols": torch.zeros(12, 0),
+        "nan": nan,
+        "inf": inf,
+        "all_nan": torch.full((4, 4), float("nan")),
+        "constant": torch.full((9, 9), 0.25),
+        "conv": torch.randn(8, 4, 3, 3, generator=g),
+        "experts": torch.randn(4, 16, 32, generator=g),
+        "bf16": torch.randn(40, 70, generator=g).bfloat16(),
+        "fp16": torch.randn(40, 70, generator=g).half(),
+        "fp8": torch.randn(40, 70, generator=g).to(torch.float8_e4m3fn),
+        "fp8_e5m2": torch.randn(40, 70, generator=g).to(torch.float8_e5m2),
+        "int": torch.arange(60).reshape(6, 10),
+        "bool": torch.eye(5, dtype=torch.bool),
+        "huge": torch.full((6, 6), 1e300, dtype=torch.float64),
+        "vector": torch.randn(50, generator=g),
+        "scalar": torch.tensor(3.0),
+    }
+
+
+@pytest.mark.parametrize("name", list(_odd_tensors()))
+def test_no_errors_and_plain_json(name):
+    t = _odd_tensors()[name]
+    out = analyze_tensor(t, list(ALL_METHODS))
+    expected = list(ALL_METHODS) if t.ndim >= 2 else ["basic_stats"]
+    assert list(out) == expected
+    for method, result in out.items():
+        assert "error" not in result, (method, result)
+        for key, value in result.items():
+            if isinstance(value, dict):  # sparsity's two small maps are one level deep
+                assert all(isinstance(v, PLAIN) for v in value.values()), (method, key)
+            elif isinstance(value, list):
+                assert all(isinstance(v, PLAIN) for v in value), (method, key)
+            else:
+                assert isinstance(value, PLAIN), (method, key, type(value))
+    text = json.dumps(out)  # inf/nan allowed here; the JSON writer maps them to null
+    assert json.loads(text).keys() == out.keys()
+
+
+def test_nan_is_never_reported_where_none_is_meant():
+    """Undefined statistics are None, not NaN (NaN would be ambiguous in tables); inf stays inf."""
+    for t in _odd_tensors().values():
+        for result in analyze_tensor(t, list(ALL_METHODS)).values():
+            for key, value in result.items():
+                assert not (isinstance(value, float) and math.isnan(value)), key
+
+
+def test_view_is_shared_between_methods(monkeypatch):
+    """methods=all computes the spectrum once for spectral and esd."""
+    from weightscope.analyzers import _linalg
+
+    calls = []
+    real = _linalg.singular_values
+    monkeypatch.setattr(_linalg, "singular_values", lambda m: calls.append(1) or real(m))
+    analyze_tensor(torch.randn(64, 32), ["spectral", "esd"])
+    assert len(calls) == 1
+
+
+def test_device_is_respected_on_cpu():
+    v = TensorView(torch.randn(4, 4), device="cpu")
+    assert v.matrix.device.type == "cpu"
+    assert next(v.flat_chunks()).device.type == "cpu"
