@@ -83,13 +83,14 @@ def main() -> None:
         from weightscope.callbacks import WeightMonitor
 
         model = torch.nn.Sequential(torch.nn.Linear(512, 512), torch.nn.ReLU(), torch.nn.Linear(512, 10)).cuda()
-        mon = WeightMonitor(every_n_steps=1, output_dir=str(out_dir / "monitor"), device="cuda")
+        mon = WeightMonitor(every_n_steps=1, max_pending=8, output_dir=str(out_dir / "monitor"), device="cuda")
         for step in range(3):
             with torch.no_grad():
                 model[0].weight.mul_(1.01)
             mon.step(model, step)
         mon.close()
-        report["monitor"] = "ok"
+        lines = [ln for f in (out_dir / "monitor").rglob("*.jsonl") for ln in f.read_text().splitlines()]
+        report["monitor"] = f"ok: {len(lines)} snapshot lines, stats {getattr(mon, 'stats', None)}"
     except Exception as exc:
         report["monitor_error"] = repr(exc)
     text = json.dumps(report, indent=1, default=str)
