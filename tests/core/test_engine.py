@@ -67,6 +67,9 @@ def test_torch_threads_are_divided_between_workers_and_restored():
     seen = run_tasks([1, 2, 3], lambda _x: torch.get_num_threads(), parallel=True, num_workers=2)
     assert all(s == max(1, cpu_count() // 2) for s in seen)
     assert torch.get_num_threads() == before
+    assert run_tasks([1, 2], lambda _x: torch.get_num_threads(), parallel=False) == [1, 1]
+    assert run_tasks([1], lambda _x: torch.get_num_threads(), parallel=True) == [cpu_count()]
+    assert torch.get_num_threads() == before
 
 
 def test_select_tensors_keys_filters_and_ties():

@@ -46,10 +46,10 @@ def cpu_count() -> int:
 
 
 @contextmanager
-def _divided_threads(workers: int):
-    """Give each worker an equal share of torch's intra-op threads, then restore."""
+def _torch_threads(n: int):
+    """Set torch's (process-wide) intra-op thread count for the duration, then restore."""
     before = torch.get_num_threads()
-    torch.set_num_threads(max(1, cpu_count() // max(1, workers)))
+    torch.set_num_threads(max(1, n))
     try:
         yield
     finally:
@@ -76,7 +76,10 @@ def run_tasks(
         raise WeightScopeError(f"num_workers must be at least 1, got {workers}")
     results: list[Any] = [None] * len(tasks)
     if not parallel or workers == 1 or len(tasks) <= 1:
-        with _divided_threads(1):
+        # Sequential means one core: with two intra-op threads on a loaded 2-core machine the
+        # many small chunked ops wait on descheduled threads (measured 60x slower). One task
+        # alone, or one worker asked for, may use every core.
+        with _torch_threads(1 if not parallel else cpu_count()):
             for i, task in enumerate(tasks):
                 results[i] = fn(task)
                 if on_done:
@@ -84,7 +87,8 @@ def run_tasks(
         return results
 
     order = sorted(range(len(tasks)), key=lambda i: -weight(tasks[i]))
-    with _divided_threads(workers), ThreadPoolExecutor(max_workers=workers, thread_name_prefix="weightscope") as pool:
+    # Workers x intra-op threads never exceeds the cores.
+    with _torch_threads(cpu_count() // workers), ThreadPoolExecutor(max_workers=workers, thread_name_prefix="weightscope") as pool:
         pending: dict[Future, int] = {}
         queue = iter(order)
         try:
