@@ -1,0 +1,153 @@
+"""A real Hugging Face Trainer (tiny GPT-2 from a config, synthetic data) with the callback."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+transformers = pytest.importorskip("transformers")
+pytest.importorskip("wandb")
+pytest.importorskip("tensorboard")
+
+import weightscope  # noqa: E402
+from weightscope.callbacks import WeightScopeTrainerCallback  # noqa: E402
+from weightscope.callbacks.huggingface import tensorboard_dir  # noqa: E402
+from weightscope.sinks.jsonl import read_jsonl  # noqa: E402
+
+from callback_readers import find_wandb_file, tb_scalars, tb_texts, wandb_alerts, wandb_history  # noqa: E402
+
+EVERY = 5
+METHODS = ["basic_stats", "spectral"]
+LAYER = "transformer.h.0.mlp.c_fc"
+
+
+class TokenData(torch.utils.data.Dataset):
+    def __init__(self, n: int = 64, length: int = 16, vocab: int = 64) -> None:
+        g = torch.Generator().manual_seed(0)
+        self.ids = torch.randint(0, vocab, (n, length), generator=g)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, i):
+        return {"input_ids": self.ids[i], "labels": self.ids[i]}
+
+
+class Hooks(transformers.TrainerCallback):
+    """Plants the fault at step 10 and keeps a copy of the weights at every snapshot step."""
+
+    def __init__(self) -> None:
+        self.saved: dict[int, dict[str, torch.Tensor]] = {}
+
+    def _keep(self, step, model):
+        self.saved[step] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    def on_train_begin(self, args, state, control, model=None, **kw):
+        self._keep(state.global_step, model)
+
+    def on_step_end(self, args, state, control, model=None, **kw):
+        if state.global_step == 10:
+            with torch.no_grad():
+                model.get_parameter(f"{LAYER}.weight").mul_(1e3)
+        if state.global_step % EVERY == 0:
+            self._keep(state.global_step, model)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    import wandb
+
+    tmp = tmp_path_factory.mktemp("hf")
+    config = transformers.GPT2Config(vocab_size=64, n_positions=16, n_embd=32, n_layer=2, n_head=2,
+                                     bos_token_id=0, eos_token_id=0)
+    torch.manual_seed(0)
+    model = transformers.GPT2LMHeadModel(config)
+    args = transformers.TrainingArguments(
+        output_dir=str(tmp / "out"), max_steps=20, per_device_train_batch_size=8, learning_rate=1e-3,
+        report_to=["wandb"], logging_steps=5, save_strategy="no", use_cpu=True, disable_tqdm=True,
+        dataloader_num_workers=0, gradient_accumulation_steps=2,
+    )
+    hooks = Hooks()
+    cb = WeightScopeTrainerCallback(every_n_steps=EVERY, methods=METHODS, max_pending=64,
+                                    full_scan_every=1)
+    trainer = transformers.Trainer(model=model, args=args, train_dataset=TokenData(), callbacks=[hooks, cb])
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("WANDB_DIR", str(tmp))  # HF's WandbCallback starts the run: keep it in this test's folder
+        mp.setenv("WANDB_PROJECT", "weightscope-test")
+        trainer.train()
+        # wandb keeps the folder of its first setup in this process: ask the run where it wrote
+        run_dir = Path(wandb.run.dir).parent
+        wandb.finish()
+    return {
+        "tmp": tmp, "cb": cb, "hooks": hooks, "args": args, "trainer": trainer,
+        "jsonl": list(read_jsonl(tmp / "out" / "weightscope.jsonl")),
+        "wandb_file": find_wandb_file(run_dir),
+    }
+
+
+def test_steps_and_values_match_the_trainer_and_a_direct_scan(run):
+    steps = [r["step"] for r in run["jsonl"]]
+    assert steps == [0, 5, 10, 15, 20] and run["trainer"].state.global_step == 20
+    tb = tb_scalars(tensorboard_dir(run["args"]).parent)
+    rows = {r["train/global_step"]: r for r in wandb_history(run["wandb_file"]) if f"weights_l2_norm/{LAYER}" in r}
+    assert sorted(rows) == steps
+    for rec in run["jsonl"]:
+        step = rec["step"]
+        direct = weightscope.scan(run["hooks"].saved[step], methods=METHODS, parallel=False)
+        for stat, method in (("l2_norm", "basic_stats"), ("condition_number", "spectral")):
+            want = direct[LAYER][method][stat]
+            assert math.isfinite(want)
+            assert rec["layers"][LAYER][method][stat] == pytest.approx(want, rel=1e-12)
+            assert rows[step][f"weights_{stat}/{LAYER}"] == pytest.approx(want, rel=1e-12)
+            assert tb[f"weights_{stat}/{LAYER}"][step] == pytest.approx(want, rel=1e-6)
+
+
+def test_planted_fault_alerts_in_wandb_tensorboard_and_jsonl(run):
+    alerts = {(a["rule"], a["layer"]) for rec in run["jsonl"] if rec["step"] == 10 for a in rec["alerts"]}
+    assert ("norm_ratio", LAYER) in alerts
+    texts = tb_texts(tensorboard_dir(run["args"]).parent)
+    assert "norm_ratio" in texts[10] and LAYER in texts[10]
+    titles = [a.title for a in wandb_alerts(run["wandb_file"])]
+    assert f"WeightScope: norm_ratio in {LAYER} at step 10" in titles
+
+
+def test_tensorboard_folder_is_the_trainers(run):
+    folder = tensorboard_dir(run["args"])
+    assert folder.parent == run["tmp"] / "out" / "runs"
+
+
+def test_resume_from_an_hf_checkpoint(tmp_path):
+    import json
+
+    config = transformers.GPT2Config(vocab_size=64, n_positions=16, n_embd=16, n_layer=1, n_head=2,
+                                     bos_token_id=0, eos_token_id=0)
+
+    def train(max_steps, resume=None):
+        torch.manual_seed(0)
+        args = transformers.TrainingArguments(
+            output_dir=str(tmp_path), max_steps=max_steps, per_device_train_batch_size=8, save_steps=10,
+            report_to=[], use_cpu=True, disable_tqdm=True, save_strategy="steps",
+        )
+        cb = WeightScopeTrainerCallback(every_n_steps=5, methods="basic_stats", max_pending=64, tensorboard=False)
+        trainer = transformers.Trainer(model=transformers.GPT2LMHeadModel(config), args=args,
+                                       train_dataset=TokenData(), callbacks=[cb])
+        trainer.train(resume_from_checkpoint=resume)
+        return cb
+
+    first = train(10)
+    saved = json.loads((tmp_path / "checkpoint-10" / "weightscope_state.json").read_text())
+    assert saved["last_step"] == 10 and saved["base_step"] == 0
+    # HF's own callback-state route: JSON-able arguments that rebuild an equivalent callback.
+    exported = json.loads(json.dumps(first.state()))
+    rebuilt = WeightScopeTrainerCallback(**exported["args"])
+    assert rebuilt.monitor.config.settings() == first.monitor.config.settings()
+
+    second = train(20, resume=str(tmp_path / "checkpoint-10"))
+    assert second.monitor.state_dict()["base_step"] == 0
+    drift = saved["alert_state"]["drift"]["transformer.h.0.mlp.c_fc"]
+    assert second.monitor.state_dict()["alert_state"]["drift"]["transformer.h.0.mlp.c_fc"][: len(drift)] == drift
+    steps = [r["step"] for r in read_jsonl(tmp_path / "weightscope.jsonl")]
+    assert steps == [0, 5, 10, 15, 20]

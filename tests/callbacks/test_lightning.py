@@ -1,0 +1,200 @@
+"""A real Lightning Trainer with TensorBoardLogger and an offline WandbLogger, read back afterwards."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+L = pytest.importorskip("lightning.pytorch")
+pytest.importorskip("wandb")
+pytest.importorskip("tensorboard")
+
+from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger  # noqa: E402
+
+import weightscope  # noqa: E402
+from weightscope.callbacks import WeightScopeCallback  # noqa: E402
+from weightscope.sinks.jsonl import read_jsonl  # noqa: E402
+
+from callback_models import TinyNet, regression_data  # noqa: E402
+from callback_readers import find_wandb_file, tb_histogram_steps, tb_scalars, tb_texts, wandb_alerts, wandb_history  # noqa: E402
+
+EVERY = 5
+MAX_STEPS = 30
+METHODS = ["basic_stats", "spectral", "quantization"]
+
+
+class Module(L.LightningModule):
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.net = TinyNet()
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        return torch.nn.functional.mse_loss(self.net(x), y)
+
+    def configure_optimizers(self):
+        return torch.optim.SGD([p for p in self.parameters() if p.requires_grad], lr=0.05)
+
+    def train_dataloader(self):
+        return torch.utils.data.DataLoader(regression_data(), batch_size=16, shuffle=False)
+
+
+class OnStep(L.Callback):
+    """Calls ``fn(step, module)`` once per optimizer step (batch end), before the callbacks after it."""
+
+    def __init__(self, fn) -> None:
+        self.fn = fn
+        self.seen = None
+
+    def on_train_start(self, trainer, pl_module):
+        self.fn(trainer.global_step, pl_module, start=True)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.global_step != self.seen:
+            self.seen = trainer.global_step
+            self.fn(trainer.global_step, pl_module)
+
+
+def plant_faults(step, module, start=False):
+    with torch.no_grad():
+        if step == 10:
+            module.net.mid.weight.mul_(1e3)  # norm ratio 1000 between snapshots 5 and 10
+        if step == 15:
+            module.net.frozen.weight.add_(0.1)  # a requires_grad=False layer changes
+            module.net.out.weight[0, 0] = float("nan")  # NaN: ERROR, and stop_on=["nan"]
+
+
+def trainer_for(tmp_path, callbacks, loggers, max_steps, **kw):
+    return L.Trainer(
+        max_steps=max_steps, callbacks=callbacks, logger=loggers, accelerator="cpu", devices=1,
+        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+        enable_checkpointing=False, default_root_dir=tmp_path, **kw,
+    )
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    import wandb
+
+    tmp = tmp_path_factory.mktemp("lightning")
+    saved: dict[int, dict[str, torch.Tensor]] = {}
+
+    def record(step, module, start=False):
+        if start or step % EVERY == 0:
+            saved[step] = {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+    # max_pending: a tiny model trains faster than it is analysed; queue rather than skip here.
+    cb = WeightScopeCallback(every_n_steps=EVERY, methods=METHODS, log_histograms=True, stop_on=["nan"],
+                             max_pending=64, full_scan_every=1)
+
+    def wait_for_analysis(step, module, start=False):
+        if step == 15:  # so that the stop lands at a known step (16) rather than whenever analysis ends
+            cb.monitor.flush()
+
+    tb = TensorBoardLogger(tmp / "tb", name="run")
+    wb = WandbLogger(project="weightscope-test", save_dir=str(tmp), offline=True)
+    # accumulate_grad_batches=2: two batches per optimizer step, one snapshot per step.
+    trainer = trainer_for(tmp, [OnStep(plant_faults), OnStep(record), cb, OnStep(wait_for_analysis)],
+                          [tb, wb], MAX_STEPS,
+                          accumulate_grad_batches=2)
+    trainer.fit(Module())
+    wandb.finish()
+    final_step = trainer.global_step
+    module_state = {k: v.detach().clone() for k, v in trainer.lightning_module.state_dict().items()}
+    saved.setdefault(final_step, module_state)
+    return {
+        "tmp": tmp, "cb": cb, "trainer": trainer, "saved": saved, "final_step": final_step,
+        "tb_dir": tb.log_dir, "wandb_file": find_wandb_file(tmp / "wandb"),
+        "jsonl": list(read_jsonl(cb.monitor.output_dir / "weightscope.jsonl")),
+    }
+
+
+def _layer(key: str) -> str:
+    return key.removesuffix(".weight")
+
+
+def test_snapshot_steps_line_up_with_the_trainer(run):
+    final = run["final_step"]
+    assert final == 15  # stop_on=["nan"]: the alert at 15 stops training at the next batch
+    steps = [rec["step"] for rec in run["jsonl"]]
+    assert steps[0] == 0 and run["jsonl"][0]["kind"] == "baseline"
+    assert steps == sorted(steps) and steps[-1] == final
+    assert set(steps) >= {0, 5, 10, 15}
+    assert all(s % EVERY == 0 for s in steps[:-1])
+    tb = tb_scalars(run["tb_dir"])
+    assert sorted(tb["weights_l2_norm/net.inp"]) == steps
+    assert sorted(tb["drift_relative_l2_distance/net.inp"]) == steps[1:]
+    rows = [r for r in wandb_history(run["wandb_file"]) if "weights_l2_norm/net.inp" in r]
+    assert [r["trainer/global_step"] for r in rows] == steps
+
+
+def test_logged_values_equal_a_direct_scan(run):
+    tb = tb_scalars(run["tb_dir"])
+    rows = {r["trainer/global_step"]: r for r in wandb_history(run["wandb_file"]) if "weights_l2_norm/net.inp" in r}
+    for rec in run["jsonl"]:
+        step = rec["step"]
+        direct = weightscope.scan({k: v for k, v in run["saved"][step].items() if k.endswith("weight")},
+                                  methods=METHODS, parallel=False)
+        for key, layer_results in direct.items():
+            layer = _layer(key)
+            for method, stat in (("basic_stats", "l2_norm"), ("basic_stats", "std"),
+                                 ("spectral", "condition_number"), ("quantization", "extreme_outlier_percentage")):
+                want = layer_results[method][stat]
+                name = f"weights_{stat}/{layer}"
+                if want is None or (isinstance(want, float) and not math.isfinite(want)):
+                    continue
+                assert rec["layers"][layer][method][stat] == pytest.approx(want, rel=1e-12), (step, name)
+                assert rows[step][name] == pytest.approx(want, rel=1e-12), (step, name)
+                assert tb[name][step] == pytest.approx(want, rel=1e-6), (step, name)  # TB stores float32
+
+
+def test_drift_matches_numpy_float64(run):
+    tb = tb_scalars(run["tb_dir"])
+    saved = run["saved"]
+    for rec in run["jsonl"][1:]:
+        step, prev = rec["step"], rec["prev_step"]
+        for layer in ("net.inp", "net.mid"):
+            a = saved[prev][f"{layer}.weight"].double().numpy()
+            b = saved[step][f"{layer}.weight"].double().numpy()
+            base = saved[0][f"{layer}.weight"].double().numpy()
+            if not (np.isfinite(a).all() and np.isfinite(b).all()):
+                continue
+            rel = np.linalg.norm(b - a) / np.linalg.norm(a)
+            cos = float((a * b).sum() / (np.linalg.norm(a) * np.linalg.norm(b)))
+            assert rec["diff_prev"][layer]["relative_l2_distance"] == pytest.approx(rel, rel=1e-9)
+            assert rec["diff_prev"][layer]["cosine_similarity"] == pytest.approx(cos, rel=1e-9)
+            assert rec["diff_base"][layer]["l2_norm_ratio"] == pytest.approx(
+                np.linalg.norm(b) / np.linalg.norm(base), rel=1e-9)
+            assert tb[f"drift_relative_l2_distance/{layer}"][step] == pytest.approx(rel, rel=1e-5)
+
+
+def test_planted_faults_raise_alerts_in_every_sink(run):
+    by_step = {rec["step"]: {(a["rule"], a["layer"]) for a in rec["alerts"]} for rec in run["jsonl"]}
+    assert ("norm_ratio", "net.mid") in by_step[10]
+    assert ("frozen_changed", "net.frozen") in by_step[15]
+    assert ("nan", "net.out") in by_step[15]
+    assert not any(rule == "nan" for rule, _ in by_step[5] | by_step[10])
+    texts = tb_texts(run["tb_dir"])
+    assert "norm_ratio" in texts[10] and "net.mid" in texts[10]
+    assert "nan" in texts[15] and "frozen_changed" in texts[15]
+    titles = [a.title for a in wandb_alerts(run["wandb_file"])]
+    assert any("norm_ratio" in t and "net.mid" in t and "step 10" in t for t in titles)
+    assert any(t.startswith("WeightScope: nan in net.out at step 15") for t in titles)
+    levels = {a.title: a.level for a in wandb_alerts(run["wandb_file"])}
+    assert levels["WeightScope: nan in net.out at step 15"] == "ERROR"
+    assert levels["WeightScope: norm_ratio in net.mid at step 10"] == "WARN"
+    assert run["cb"].monitor.should_stop
+
+
+def test_histograms_and_summary_scalars(run):
+    hist = tb_histogram_steps(run["tb_dir"])
+    assert sorted(hist["weights_histogram/net.inp"])[:3] == [0, 5, 10]
+    tb = tb_scalars(run["tb_dir"])
+    assert tb["weightscope/layers_alerting"][10] >= 1
+    assert "weightscope/max_condition_number" in tb and "weightscope/global_drift" in tb
+    stats = run["cb"].monitor.stats
+    assert stats.snapshots == len(run["jsonl"]) and stats.blocking_s and stats.max_blocking_s < 1.0

@@ -1,0 +1,250 @@
+"""WeightMonitor in a plain loop: sinks by name, failure isolation, argument checks, lazy imports."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+
+from weightscope.callbacks import WeightMonitor
+from weightscope.errors import ConfigError
+from weightscope.sinks.jsonl import read_jsonl
+
+from callback_models import TinyNet
+from callback_readers import find_wandb_file, tb_scalars, wandb_history
+
+
+def train(monitor, steps=10, fault_at=None, start=True):
+    torch.manual_seed(0)
+    model = TinyNet()
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.05)
+    g = torch.Generator().manual_seed(0)
+    if start:
+        monitor.start(model, 0)
+    for step in range(1, steps + 1):
+        loss = model(torch.randn(16, 8, generator=g)).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if step == fault_at:
+            with torch.no_grad():
+                model.mid.weight[0, 0] = float("inf")
+        monitor.step(model, step)
+    monitor.close(model, steps)
+    return model
+
+
+def test_plain_loop_with_tensorboard_and_own_wandb_run(tmp_path):
+    import wandb
+
+    from weightscope.sinks.wandb import WandbSink
+
+    seen = []
+    wandb_sink = WandbSink(dir=str(tmp_path), project="weightscope-test")  # what the "wandb" sink string makes
+    monitor = WeightMonitor(every_n_steps=4, methods="basic_stats", output_dir=tmp_path / "out", max_pending=16,
+                            sinks=[f"tensorboard:{tmp_path / 'tb'}", wandb_sink], on_alert=seen.append,
+                            log_histograms=True)
+    train(monitor, steps=10, fault_at=8)
+    run_dir = Path(wandb_sink.run.dir).parent
+    wandb.finish()
+    records = list(read_jsonl(tmp_path / "out" / "weightscope.jsonl"))
+    assert [r["step"] for r in records] == [0, 4, 8, 10]
+    fired = [(a.rule, a.layer, a.step) for a in seen]
+    assert fired[0] == ("nan", "mid", 8)  # an Inf counts too
+    assert ("nan", "mid", 10) not in fired  # de-duplicated; the NaNs it spread to other layers are new
+    assert records[-1]["summary"]["layers_alerting"] == 3  # inp, mid, out (not the frozen one)
+    tb = tb_scalars(tmp_path / "tb")
+    assert sorted(tb["weights_nan_count/inp"]) == [0, 4, 8, 10]
+    assert tb["weights_inf_count/mid"][8] == 1
+    rows = [r for r in wandb_history(find_wandb_file(run_dir)) if "weights_nan_count/inp" in r]
+    assert [r["weightscope/step"] for r in rows] == [0, 4, 8, 10]
+    assert rows[1]["weights_l2_norm/inp"] == records[1]["layers"]["inp"]["basic_stats"]["l2_norm"]
+
+
+def test_background_and_inline_analysis_give_the_same_records(tmp_path):
+    out = []
+    for background in (True, False):
+        m = WeightMonitor(every_n_steps=3, methods=["basic_stats", "spectral"], background=background,
+                          max_pending=16, full_scan_every=1, output_dir=tmp_path / str(background))
+        train(m, steps=9)
+        out.append([r.to_json_dict() for r in m.records])
+    for a, b in zip(*out):
+        a.pop("timing"), b.pop("timing")
+        assert a == b
+
+
+class ExplodingSink:
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def write(self, record):
+        self.calls += 1
+        raise RuntimeError("sink down")
+
+
+def test_failures_in_sinks_analysis_and_callbacks_never_stop_training(tmp_path, caplog, monkeypatch):
+    sink = ExplodingSink()
+
+    def bad_on_alert(alert):
+        raise ValueError("user bug")
+
+    import weightscope.monitor.monitor as mon
+
+    calls = {"n": 0}
+    real = mon.scan_tensors
+
+    def flaky_scan(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise MemoryError("analysis blew up")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(mon, "scan_tensors", flaky_scan)
+    monitor = WeightMonitor(every_n_steps=2, methods="basic_stats", sinks=[sink], on_alert=bad_on_alert,
+                            output_dir=tmp_path, max_pending=16)
+    with caplog.at_level(logging.WARNING, logger="weightscope.monitor"):
+        train(monitor, steps=8, fault_at=6)
+    assert sink.calls == 4  # every record still offered to it (one analysis failed)
+    warnings = [r.getMessage() for r in caplog.records if "reported once" in r.getMessage()]
+    assert sum("sink down" in w for w in warnings) == 1
+    assert sum("user bug" in w for w in warnings) == 1
+    assert sum("analysis blew up" in w for w in warnings) == 1
+    steps = [r["step"] for r in read_jsonl(tmp_path / "weightscope.jsonl")]
+    assert steps == [0, 4, 6, 8]
+
+
+def test_skips_and_warns_once_when_analysis_falls_behind(tmp_path, caplog, monkeypatch):
+    import weightscope.monitor.monitor as mon
+
+    gate = threading.Event()
+    real = mon.scan_tensors
+
+    def slow_scan(*args, **kwargs):
+        gate.wait(10)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(mon, "scan_tensors", slow_scan)
+    monitor = WeightMonitor(every_n_steps=1, methods="basic_stats", output_dir=tmp_path, max_pending=1)
+    torch.manual_seed(0)
+    model = TinyNet()
+    with caplog.at_level(logging.WARNING, logger="weightscope.monitor"):
+        monitor.start(model, 0)
+        for step in range(1, 5):
+            monitor.step(model, step)  # the baseline is still in analysis: all skipped
+        gate.set()
+        monitor.close(model, 5)  # the final snapshot is never skipped
+    assert monitor.stats.skipped == 4
+    assert sum("analysis is behind" in r.getMessage() for r in caplog.records) == 1
+    assert [r["step"] for r in read_jsonl(tmp_path / "weightscope.jsonl")] == [0, 5]
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"every_n_steps": 0}, "every_n_steps must be an integer >= 1"),
+    ({"every_n_steps": 2.5}, "every_n_steps"),
+    ({"methods": ["spectrall"]}, "unknown method 'spectrall'"),
+    ({"layers": "("}, "invalid layers regex"),
+    ({"max_pending": 0}, "max_pending"),
+    ({"alerts": {"nan": {"level": "LOUD"}}}, "alert level"),
+    ({"stop_on": ["nan", "boom"]}, "stop_on names unknown rules"),
+    ({"distributed": "all"}, "distributed must be one of"),
+    ({"device": "tpu"}, "device"),
+    ({"on_alert": 3}, "on_alert must be a function"),
+    ({"log_histograms": "yes"}, "log_histograms must be True or False"),
+    ({"sinks": ["mlflow"]}, "unknown sink 'mlflow'"),
+])
+def test_bad_arguments_fail_in_init(kwargs, match):
+    with pytest.raises(ConfigError, match=match):
+        WeightMonitor(**kwargs)
+
+
+def test_callbacks_check_arguments_in_init_too():
+    pytest.importorskip("lightning")
+    pytest.importorskip("transformers")
+    from weightscope.callbacks import WeightScopeCallback, WeightScopeTrainerCallback
+
+    for cls in (WeightScopeCallback, WeightScopeTrainerCallback):
+        with pytest.raises(ConfigError, match="every_n_steps"):
+            cls(every_n_steps=-1)
+        with pytest.raises(ConfigError, match="unknown alert rule"):
+            cls(alerts={"typo": True})
+
+
+def test_importing_callbacks_needs_no_framework():
+    code = ("import sys; import weightscope.callbacks as c; from weightscope.callbacks import WeightMonitor; "
+            "bad = [m for m in ('lightning', 'transformers', 'wandb', 'tensorboard') if m in sys.modules]; "
+            "assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_disabled_wandb_works(tmp_path, monkeypatch):
+    import wandb
+
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    monitor = WeightMonitor(every_n_steps=5, methods="basic_stats", sinks=["wandb"], output_dir=tmp_path)
+    train(monitor, steps=5, fault_at=5)
+    wandb.finish()
+    assert [a.rule for a in monitor.alerts] == ["nan"]
+
+
+def test_full_scans_thin_out_when_they_cost_more_than_the_budget(tmp_path, monkeypatch):
+    import weightscope.monitor.monitor as mon
+
+    wall, cpu = {"t": 0.0}, {"t": 0.0}
+
+    def cpu_clock():  # every analysis "takes" 1 s of CPU
+        cpu["t"] += 1.0
+        return cpu["t"]
+
+    monkeypatch.setattr(mon, "_wall_clock", lambda: wall["t"])
+    monkeypatch.setattr(mon, "_cpu_clock", cpu_clock)
+    monitor = WeightMonitor(every_n_steps=1, methods=["basic_stats", "spectral"], output_dir=tmp_path,
+                            analysis_budget=0.1, background=False)
+    monitor._cores = 1  # the budget is a share of all cores: make it one here
+    monitor.keep_records = 100
+    torch.manual_seed(0)
+    model = TinyNet()
+    monitor.start(model, 0)
+    for step in range(1, 13):
+        wall["t"] += 2.5  # 2.5 s per step: at 10 % of a core, a 1 s analysis may run every 10 s, every 4th step
+        monitor.step(model, step)
+    monitor.close(model, 13)
+    assert [r.step for r in monitor.records] == list(range(14))
+    assert [r.step for r in monitor.records if "spectral" in r.methods] == [0, 4, 8, 12, 13]
+    assert all(r.methods[0] == "basic_stats" and (r.diff_prev or r.step == 0) for r in monitor.records)
+
+
+def test_full_scan_every_k(tmp_path):
+    monitor = WeightMonitor(every_n_steps=1, methods=["basic_stats", "spectral"], output_dir=tmp_path,
+                            full_scan_every=3, background=False)
+    train(monitor, steps=7)
+    # the final step was a periodic snapshot already (a cheap one): no second snapshot of the same step
+    assert [r.step for r in monitor.records if "spectral" in r.methods] == [0, 3, 6]
+
+
+def test_analysis_thread_keeps_its_own_torch_thread_count(tmp_path, monkeypatch):
+    import weightscope.monitor.monitor as mon
+
+    seen = []
+    real = mon.scan_tensors
+
+    def spy(*args, **kwargs):
+        seen.append((threading.current_thread().name, torch.get_num_threads()))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(mon, "scan_tensors", spy)
+    before = torch.get_num_threads()
+    monitor = WeightMonitor(every_n_steps=2, methods="basic_stats", output_dir=tmp_path, max_pending=16)
+    train(monitor, steps=4)
+    assert seen and all(name == "weightscope-monitor" and n == 1 for name, n in seen)
+    assert torch.get_num_threads() == before
+    # threads started later still get the process default, not the analysis thread's 1
+    out = []
+    t = threading.Thread(target=lambda: out.append(torch.get_num_threads()))
+    t.start()
+    t.join()
+    assert out == [before]

@@ -1,0 +1,86 @@
+"""Replays read back with their own readers: TensorBoard's EventAccumulator and an offline W&B run file."""
+
+import pytest
+from run_builders import STEPS, callback_readers, copy_run
+from safetensors.torch import load_file, save_file
+
+import weightscope
+from weightscope.cli.main import main
+from weightscope.monitor.naming import drift_name, stat_name
+from weightscope.sinks.jsonl import read_jsonl
+
+readers = callback_readers()
+LAYER = "transformer.h.0.mlp.c_fc"
+POISONED = "transformer.h.1.attn.c_proj"
+
+
+@pytest.fixture(scope="module")
+def faulty_run(hf_run, tmp_path_factory):
+    """The HF run with a NaN planted at step 4."""
+    run = copy_run(hf_run, tmp_path_factory.mktemp("replay") / "run")
+    path = run / "checkpoint-4" / "model.safetensors"
+    tensors = load_file(path)
+    tensors[f"{POISONED}.weight"][1, 2] = float("nan")
+    path.unlink()
+    save_file(tensors, str(path), metadata={"format": "pt"})
+    return run
+
+
+@pytest.fixture(scope="module")
+def traj(faulty_run):
+    return weightscope.scan_run(faulty_run, methods=["basic_stats"], cache=False)
+
+
+def test_tensorboard_replay_has_the_callbacks_tags_at_the_checkpoint_steps(faulty_run, traj, tmp_path, capsys):
+    tb = tmp_path / "tb"
+    rc = main(["scan", "--model", str(faulty_run), "--methods", "basic_stats", "--no-cache", "--quiet",
+               "--tensorboard", str(tb)])
+    assert rc == 0
+    scalars = readers.tb_scalars(tb)
+    norm = scalars[stat_name("l2_norm", LAYER)]
+    assert sorted(norm) == STEPS
+    for s in STEPS:
+        assert norm[s] == pytest.approx(traj[s][LAYER]["basic_stats"]["l2_norm"], rel=1e-6)
+    # Drift exists from the second checkpoint on, as in a live run (nothing to diff at the baseline).
+    drift = scalars[drift_name("relative_l2_distance", LAYER)]
+    assert sorted(drift) == STEPS[1:]
+    assert drift[6] == pytest.approx(traj.drift[6]["previous"][LAYER]["relative_l2_distance"], rel=1e-6)
+    from_start = scalars[drift_name("relative_l2_distance", LAYER, from_start=True)]
+    assert from_start[6] == pytest.approx(traj.drift[6]["first"][LAYER]["relative_l2_distance"], rel=1e-6)
+    assert scalars["weightscope/nonfinite_layers"] == {2: 0.0, 4: 1.0, 6: 0.0}
+    # Every scalar of every record is there, and nothing else.
+    expected = {(name, r.step) for r in traj.records for name in r.scalars()}
+    assert {(tag, step) for tag, steps in scalars.items() for step in steps} == expected
+    texts = readers.tb_texts(tb)
+    assert list(texts) == [4] and POISONED in texts[4] and "nan" in texts[4]
+
+
+def test_offline_wandb_replay_read_back_with_its_steps(faulty_run, traj, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("WANDB_CONSOLE", "off")
+    rc = main(["scan", "--model", str(faulty_run), "--methods", "basic_stats", "--no-cache", "--quiet",
+               "--wandb-project", "replay-test", "--wandb-mode", "offline"])
+    assert rc == 0
+    import wandb
+
+    wandb.teardown()  # run.finish() returns before the service has written every record; a CLI exit waits
+    run_file = readers.find_wandb_file(tmp_path)
+    rows = readers.wandb_history(run_file)
+    assert [row["weightscope/step"] for row in rows] == STEPS
+    for row, s in zip(rows, STEPS):
+        assert row[stat_name("l2_norm", LAYER)] == pytest.approx(traj[s][LAYER]["basic_stats"]["l2_norm"])
+        assert set(row) - {"_step", "_runtime", "_timestamp"} == {*traj.record(s).scalars(), "weightscope/step"}
+    alerts = readers.wandb_alerts(run_file)
+    assert [(a.title, a.level) for a in alerts] == [(f"WeightScope: nan in {POISONED} at step 4", "ERROR")]
+
+
+def test_jsonl_replay_is_the_callbacks_history_format(faulty_run, traj, tmp_path):
+    path = tmp_path / "history.jsonl"
+    rc = main(["scan", "--model", str(faulty_run), "--methods", "basic_stats", "--no-cache", "--quiet",
+               "--jsonl", str(path)])
+    assert rc == 0
+    records = list(read_jsonl(path))
+    assert [(r["step"], r["kind"], r["prev_step"], r["base_step"]) for r in records] == [
+        (2, "baseline", None, 2), (4, "periodic", 2, 2), (6, "periodic", 4, 2)]
+    assert records[1]["alerts"][0]["rule"] == "nan"

@@ -1,0 +1,201 @@
+"""Hugging Face ``Trainer`` adapter: translates ``TrainerCallback`` events for :class:`WeightMonitor`."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from transformers import TrainerCallback
+
+from ..monitor import WeightMonitor
+from ..sinks import wandb as wandb_sink
+from ..sinks.tensorboard import TensorBoardSink
+
+try:  # transformers >= 4.41: callback state travels in trainer_state.json
+    from transformers.trainer_callback import ExportableState
+except ImportError:  # pragma: no cover - older transformers
+    ExportableState = object  # type: ignore[assignment,misc]
+
+log = logging.getLogger(__name__)
+
+#: The step column HF's WandbCallback charts against.
+HF_STEP_KEY = "train/global_step"
+#: Written into each ``checkpoint-N`` folder, so resuming works without ``restore_callback_states_from_checkpoint``.
+STATE_FILE = "weightscope_state.json"
+
+
+def tensorboard_dir(args: Any) -> Path:
+    """The folder HF's own TensorBoard integration writes to.
+
+    transformers 4.x: ``args.logging_dir``. 5.x: ``$TENSORBOARD_LOGGING_DIR``,
+    else ``output_dir/runs/<date>_<host>`` (the integration's own default).
+    """
+    logging_dir = getattr(args, "logging_dir", None)
+    if logging_dir:
+        return Path(logging_dir)
+    env = os.environ.get("TENSORBOARD_LOGGING_DIR")
+    if env:
+        return Path(env).expanduser()
+    try:
+        from transformers.integrations.integration_utils import default_logdir
+
+        sub = default_logdir()
+    except ImportError:  # moved or gone: same recipe as PyTorch's SummaryWriter
+        sub = os.path.join("runs", datetime.now().strftime("%b%d_%H-%M-%S") + "_" + socket.gethostname())
+    return Path(args.output_dir) / sub
+
+
+def _reports_to(args: Any, name: str) -> bool:
+    report_to = getattr(args, "report_to", None) or []
+    if isinstance(report_to, str):
+        report_to = [report_to]
+    if "all" in report_to:
+        try:
+            from transformers.integrations import get_available_reporting_integrations
+
+            return name in get_available_reporting_integrations()
+        except ImportError:
+            return True
+    return name in report_to
+
+
+class ActiveWandbRunSink:
+    """Logs to whatever ``wandb.run`` is active when a record arrives (the one HF's WandbCallback started)."""
+
+    def __init__(self, *, histograms: bool = False) -> None:
+        self.histograms = histograms
+        self._warned = False
+
+    def write(self, record: Any) -> None:
+        import wandb
+
+        if wandb.run is None:
+            if not self._warned:
+                log.warning("weightscope: report_to includes wandb but no wandb run is active; not logging to W&B")
+                self._warned = True
+            return
+        wandb_sink.log_record(wandb.run, record, step_key=HF_STEP_KEY, histograms=self.histograms)
+
+
+class WeightScopeTrainerCallback(TrainerCallback, ExportableState):
+    r"""Weight health, drift and alerts for the Hugging Face ``Trainer``.
+
+    Snapshots at train begin (the baseline), every ``every_n_steps`` optimizer
+    steps and at train end; analysis runs in a background thread. Logs to the
+    active ``wandb.run`` (``train/global_step`` in the row) when ``wandb`` is
+    in ``args.report_to``, to TensorBoard in the folder HF's own TensorBoard
+    integration uses (whether or not that integration is on), and always to
+    ``output_dir/weightscope.jsonl``. ``stop_on`` sets
+    ``control.should_training_stop``. Arguments are those of
+    :class:`~weightscope.callbacks.WeightScopeCallback`, plus ``tensorboard``
+    (False: no TensorBoard events).
+
+    Resume: the state is saved into each ``checkpoint-N`` folder and read back
+    when training resumes from it; with
+    ``TrainingArguments(restore_callback_states_from_checkpoint=True)`` HF's own
+    callback-state mechanism carries it too (it rebuilds the callback from its
+    JSON-able arguments, so pass ``on_alert`` again in that case).
+
+    Example::
+
+        >>> from transformers import Trainer, TrainingArguments
+        >>> from weightscope.callbacks import WeightScopeTrainerCallback
+        >>> args = TrainingArguments("out", max_steps=1000, report_to=["tensorboard"])  # doctest: +SKIP
+        >>> trainer = Trainer(model, args, train_dataset=ds,  # doctest: +SKIP
+        ...                   callbacks=[WeightScopeTrainerCallback(every_n_steps=100, stop_on=["nan"])])
+        >>> trainer.train()  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        every_n_steps: int = 100,
+        methods: Any = None,
+        *,
+        layers: str | None = None,
+        exclude: str | None = None,
+        alerts: Any = None,
+        log_histograms: bool = False,
+        background: bool = True,
+        max_pending: int = 1,
+        device: Any = None,
+        num_workers: int | None = None,
+        on_alert: Any = None,
+        stop_on: Any = (),
+        distributed: str = "rank0",
+        output_dir: str | Path | None = None,
+        tensorboard: bool = True,
+        **monitor_kwargs: Any,
+    ) -> None:
+        self._kwargs = dict(
+            every_n_steps=every_n_steps, methods=methods, layers=layers, exclude=exclude, alerts=alerts,
+            log_histograms=log_histograms, background=background, max_pending=max_pending, device=device,
+            num_workers=num_workers, on_alert=on_alert, stop_on=stop_on, distributed=distributed, **monitor_kwargs,
+        )
+        self._output_dir = output_dir
+        self._tensorboard = bool(tensorboard)
+        self.monitor = self._new_monitor()  # validates every argument now
+        self.resume_state: dict[str, Any] | None = None
+
+    def _new_monitor(self) -> WeightMonitor:
+        return WeightMonitor(**self._kwargs, output_dir=self._output_dir or "weightscope-logs")
+
+    # -- HF callback state (ExportableState) ----------------------------------
+    def state(self) -> dict[str, Any]:
+        settings = self.monitor.config.settings()
+        settings.update(output_dir=str(self._output_dir) if self._output_dir else None, tensorboard=self._tensorboard)
+        return {"args": settings, "attributes": {"resume_state": self.monitor.state_dict()}}
+
+    # -- events ----------------------------------------------------------------
+    def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
+        if self.monitor.closed:  # a second train() with the same callback
+            self.monitor = self._new_monitor()
+        if self._output_dir is None:
+            self.monitor.output_dir = Path(args.output_dir)
+        # HF's callback-state restore sets resume_state; otherwise look in the checkpoint folder.
+        resume, self.resume_state = self.resume_state or self._state_file(args, state.global_step), None
+        if resume:
+            self.monitor.load_state_dict(resume)
+        if state.is_world_process_zero:
+            histograms = self.monitor.config.log_histograms
+            if self._tensorboard:
+                try:
+                    self.monitor.add_sink(TensorBoardSink(tensorboard_dir(args), histograms=histograms))
+                except Exception as exc:  # tensorboard not installed: the other sinks still work
+                    log.warning("weightscope: no TensorBoard logging: %s", exc)
+            if _reports_to(args, "wandb"):
+                self.monitor.add_sink(ActiveWandbRunSink(histograms=histograms))
+        self.monitor.start(model, state.global_step)
+
+    def on_step_end(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
+        self.monitor.step(model, state.global_step)
+        if self.monitor.should_stop:
+            control.should_training_stop = True
+
+    def on_train_end(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
+        self.monitor.close(model, state.global_step)
+
+    def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if not state.is_world_process_zero:
+            return
+        folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if folder.is_dir():
+            try:
+                (folder / STATE_FILE).write_text(json.dumps(self.monitor.state_dict()))
+            except OSError as exc:
+                log.warning("weightscope: could not save monitor state in %s: %s", folder, exc)
+
+    @staticmethod
+    def _state_file(args: Any, step: int) -> dict[str, Any] | None:
+        if not step:
+            return None
+        path = Path(args.output_dir) / f"checkpoint-{step}" / STATE_FILE
+        try:
+            return json.loads(path.read_text()) if path.is_file() else None
+        except (OSError, json.JSONDecodeError) as exc:
+            log.warning("weightscope: ignoring unreadable %s: %s", path, exc)
+            return None

@@ -1,0 +1,224 @@
+"""Snapshots: a detached copy of the selected weights, taken while training waits as little as possible.
+
+The copy is the only thing the training loop waits for. CPU weights are
+copied into reused host buffers (one memcpy, no page faults). CUDA weights go
+into reused pinned host buffers with
+``non_blocking=True`` on the current stream, so the host returns at once and
+the optimizer's next in-place update is ordered after the copy by the stream
+itself; the analysis thread waits on a CUDA event before it reads. With
+``device="cuda"`` the copy stays on the GPU (a device-side clone).
+
+Sharded weights are gathered with the framework's own tools, on every rank,
+because those are collective calls: FSDP2 / DTensor (``full_tensor()``),
+FSDP1 (``summon_full_params``) and DeepSpeed ZeRO-3 (``GatheredParameters``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from ..core.engine import select_tensors
+from ..sources import MemorySource
+
+
+@dataclass
+class Snapshot:
+    """Copies of the selected weights at one step, keyed by layer name."""
+
+    step: int
+    tensors: dict[str, torch.Tensor]
+    frozen: frozenset[str] = frozenset()
+    blocking_s: float = 0.0
+    _event: Any = None
+    _release: Callable[[], None] | None = field(default=None, repr=False)
+
+    def wait(self) -> None:
+        """Block until asynchronous device-to-host copies have landed (no-op on CPU)."""
+        if self._event is not None:
+            self._event.synchronize()
+            self._event = None
+
+    def release(self) -> None:
+        """Hand pinned buffers back for reuse; the snapshot must not be read afterwards."""
+        if self._release is not None:
+            self._release()
+            self._release = None
+        self.tensors = {}
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self.tensors.values())
+
+
+class BufferPool:
+    """Host buffers by (shape, dtype), reused across snapshots.
+
+    Fresh memory costs page faults on first touch (a multi-MB clone is mostly
+    faulting, not copying) and pinning costs a driver call, so the buffers of
+    a snapshot that is no longer needed go back here for the next one.
+    """
+
+    def __init__(self) -> None:
+        self._free: dict[tuple[tuple[int, ...], torch.dtype, bool], list[torch.Tensor]] = {}
+        self._lock = threading.Lock()
+
+    def take(self, shape: tuple[int, ...], dtype: torch.dtype, *, pinned: bool = False) -> torch.Tensor:
+        with self._lock:
+            free = self._free.get((shape, dtype, pinned))
+            if free:
+                return free.pop()
+        return torch.empty(shape, dtype=dtype, pin_memory=pinned)
+
+    def give(self, tensors: list[torch.Tensor]) -> None:
+        with self._lock:
+            for t in tensors:
+                self._free.setdefault((tuple(t.shape), t.dtype, t.is_pinned()), []).append(t)
+
+    def reserve(self, like: Iterable[torch.Tensor]) -> None:
+        """Make sure one free buffer like each of ``like`` is ready, its pages already faulted in."""
+        for t in like:
+            if t.device.type != "cpu":
+                continue  # device-side snapshots are not pooled
+            key = (tuple(t.shape), t.dtype, t.is_pinned())
+            with self._lock:
+                if self._free.get(key):
+                    continue
+            buf = torch.empty(key[0], dtype=key[1], pin_memory=key[2])
+            buf.zero_()  # first touch here, not during the copy the training loop waits for
+            self.give([buf])
+
+    def clear(self) -> None:
+        with self._lock:
+            self._free.clear()
+
+
+def _is_dtensor(t: torch.Tensor) -> bool:
+    return type(t).__name__ == "DTensor" and hasattr(t, "full_tensor")
+
+
+def sharding_kind(model: torch.nn.Module) -> str | None:
+    """``"dtensor"``, ``"fsdp1"``, ``"zero3"`` or None (every rank holds full weights)."""
+    for module in model.modules():
+        if type(module).__name__ == "FullyShardedDataParallel":
+            return "fsdp1"
+    for p in model.parameters():
+        if _is_dtensor(p):
+            return "dtensor"
+        if hasattr(p, "ds_id") and hasattr(p, "ds_status"):
+            return "zero3"
+    return None
+
+
+@contextlib.contextmanager
+def full_parameters(model: torch.nn.Module, kind: str | None) -> Iterator[None]:
+    """Inside: every rank sees full FSDP1 / ZeRO-3 parameters (collective; DTensors are gathered per tensor)."""
+    if kind == "fsdp1":
+        from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+
+        with FSDP.summon_full_params(model, writeback=False, recurse=True):
+            yield
+    elif kind == "zero3":
+        import deepspeed  # only present when the model is already a ZeRO-3 model
+
+        with deepspeed.zero.GatheredParameters(list(model.parameters()), modifier_rank=None):
+            yield
+    else:
+        yield
+
+
+def _clean(name: str) -> str:
+    # FSDP1 and torch.compile insert wrapper names that users never wrote.
+    for junk in ("_fsdp_wrapped_module.", "_checkpoint_wrapped_module.", "_orig_mod."):
+        name = name.replace(junk, "")
+    return name
+
+
+def model_parameters(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Every parameter by its clean name, tied ones under each name (the selection folds them)."""
+    return {_clean(n): p for n, p in model.named_parameters(remove_duplicate=False)}
+
+
+@dataclass
+class Selector:
+    """Which layers a snapshot copies: the engine's selection rules plus an optional share of them.
+
+    The selection is cached while the model's parameters stay the same
+    objects with the same shapes and ``requires_grad``, which keeps it off the
+    training loop's clock after the first snapshot.
+    """
+
+    layers: str | None = None
+    exclude: str | None = None
+    include_vectors: bool = False
+    #: In ``distributed="split"`` mode: the layer keys this rank analyses (None: all).
+    share: Callable[[list[tuple[str, int]]], set[str]] | None = None
+    _cache: tuple[Any, list[tuple[str, str]], frozenset[str]] | None = field(default=None, repr=False)
+
+    def select(self, params: dict[str, torch.Tensor]) -> tuple[list[tuple[str, str]], frozenset[str]]:
+        """``[(layer key, parameter name)]`` in model order, and the frozen layer keys among them."""
+        signature = tuple((n, id(p), tuple(p.shape), p.requires_grad) for n, p in params.items())
+        if self._cache is not None and self._cache[0] == signature:
+            return self._cache[1], self._cache[2]
+        source = MemorySource(params, "snapshot")
+        sel = select_tensors(source.refs(), layers=self.layers, exclude=self.exclude,
+                             include_vectors=self.include_vectors)
+        chosen = [(key, ref.name) for key, ref in sel.layers]
+        if self.share is not None:
+            keep = self.share([(key, params[name].numel()) for key, name in chosen])
+            chosen = [(key, name) for key, name in chosen if key in keep]
+        frozen = frozenset(key for key, name in chosen if not source.requires_grad.get(name, True))
+        self._cache = (signature, chosen, frozen)
+        return chosen, frozen
+
+
+def take_snapshot(
+    model: torch.nn.Module,
+    step: int,
+    selector: Selector,
+    *,
+    target: torch.device,
+    pool: BufferPool | None = None,
+    keep: bool = True,
+    sharding: str | None = None,
+) -> Snapshot | None:
+    """Copy the selected weights of ``model``.
+
+    Every rank must call this when weights are sharded (``sharding`` from
+    :func:`sharding_kind`; ``keep=False`` on the ranks that only take part in
+    the gather); it returns None there.
+    """
+    t0 = time.perf_counter()
+    pool = pool or BufferPool()
+    with torch.no_grad(), full_parameters(model, sharding):
+        params = model_parameters(model)
+        chosen, frozen = selector.select(params)
+        tensors: dict[str, torch.Tensor] = {}
+        pooled: list[torch.Tensor] = []
+        event = None
+        for key, name in chosen:
+            t = params[name].detach()
+            if _is_dtensor(t):
+                t = t.full_tensor()  # collective: every rank, same order
+            if not keep:
+                continue
+            if target.type == "cpu":
+                buf = pool.take(tuple(t.shape), t.dtype, pinned=t.device.type == "cuda")
+                buf.copy_(t, non_blocking=t.device.type == "cuda")
+                pooled.append(buf)
+                tensors[key] = buf
+            else:
+                tensors[key] = t.to(target, copy=True)
+        if target.type == "cuda" or any(b.is_pinned() for b in pooled[:1]):
+            event = torch.cuda.Event()
+            event.record()
+    if not keep:
+        return None
+    release = (lambda: pool.give(pooled)) if pooled else None
+    return Snapshot(step, tensors, frozen, time.perf_counter() - t0, event, release)

@@ -1,0 +1,231 @@
+"""Find the checkpoints of a training run in a folder and put them in step order.
+
+Only names are read here, except for Lightning ``.ckpt`` files whose name
+has no step: their ``global_step`` is read from the pickle (memory-mapped,
+tensors untouched). Step patterns, tried in this order on the name without
+its weight suffix (``.safetensors .pt .pth .bin .ckpt``):
+
+1. ``checkpoint-N`` folders (Hugging Face ``Trainer``, ``save_steps``);
+2. ``step=S`` anywhere (Lightning ``ModelCheckpoint``: ``epoch=E-step=S.ckpt``,
+   ``epoch=E-step=S-v1.ckpt``);
+3. ``step``/``global_step``/``iter``/``iteration`` then an optional ``_`` or ``-``,
+   then digits (``step_500.pt``, ``global_step500.pt``, ``model-iter-3.bin``);
+4. a trailing number after ``_``, ``-`` or ``.`` (``model_500.safetensors``,
+   ``ckpt-500.pt``), shard names (``x-00001-of-00003``) excepted;
+5. a ``.ckpt`` without a step in its name (``last.ckpt``): its own ``global_step``;
+6. when no file has a step at all: modification time, steps numbered 0, 1, 2...
+
+Checkpoints are looked for in the folder itself, else in its ``checkpoints/``
+subfolder (Lightning without a logger).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import ConfigError, SourceError
+from ..sources import checkpoint_candidates, natural_key, resolve_weight_files
+from ..sources.files import WEIGHT_SUFFIXES
+
+log = logging.getLogger(__name__)
+
+_HF_DIR = re.compile(r"^checkpoint-(\d+)$")
+_LIGHTNING = re.compile(r"(?:^|[^a-z0-9])step=(\d+)", re.IGNORECASE)
+_STEP_WORD = re.compile(r"(?:^|[^a-z])(?:global_step|step|iteration|iter)[_-]?(\d+)(?!\d)", re.IGNORECASE)
+_TRAILING = re.compile(r"[_.-](\d+)$")
+_SHARD = re.compile(r"-\d+-of-\d+$")
+
+#: Where a step came from, in the order the patterns are tried.
+STEP_SOURCES = ("name", "global_step", "mtime")
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """One checkpoint of a run: a weight file, or a folder of them (``checkpoint-N``)."""
+
+    step: int
+    path: Path
+    step_from: str  # one of STEP_SOURCES
+    mtime: float
+
+    @property
+    def is_folder(self) -> bool:
+        return self.path.is_dir()
+
+    def weight_files(self) -> list[Path]:
+        """The files holding the weights; SourceError when the checkpoint is not (yet) whole."""
+        return resolve_weight_files(self.path).files if self.is_folder else [self.path]
+
+
+@dataclass
+class RunListing:
+    """What :func:`discover_run` found: checkpoints in step order, and what it left out."""
+
+    folder: Path
+    checkpoints: list[Checkpoint] = field(default_factory=list)
+    #: path -> why it is not part of the run (no step, duplicate step).
+    ignored: dict[Path, str] = field(default_factory=dict)
+
+    @property
+    def steps(self) -> list[int]:
+        return [cp.step for cp in self.checkpoints]
+
+
+def step_from_name(name: str) -> int | None:
+    """The step a checkpoint's file or folder name states (patterns 1-4), else None."""
+    if m := _HF_DIR.match(name):
+        return int(m[1])
+    stem = _strip_suffix(name)
+    if _SHARD.search(stem):
+        return None  # one shard of a sharded model, not a checkpoint
+    for pattern in (_LIGHTNING, _STEP_WORD, _TRAILING):
+        if m := pattern.search(stem):
+            return int(m[1])
+    return None
+
+
+def _strip_suffix(name: str) -> str:
+    for suffix in WEIGHT_SUFFIXES:
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def _entries(folder: Path) -> tuple[list[Path], list[Path]]:
+    """(``checkpoint-N`` folders, weight files) directly in ``folder``."""
+    dirs = sorted((p for p in folder.iterdir() if p.is_dir() and _HF_DIR.match(p.name)), key=natural_key)
+    return dirs, checkpoint_candidates(folder)
+
+
+def _run_root(folder: Path) -> Path | None:
+    """The folder that holds the run's checkpoints, judged by names alone; None if not a run."""
+    for root in (folder, folder / "checkpoints"):
+        if not root.is_dir():
+            continue
+        dirs, files = _entries(root)
+        named = [p for p in files if step_from_name(p.name) is not None]
+        if dirs or any(_LIGHTNING.search(p.name) for p in files) or len(named) >= 2:
+            return root
+        if len(files) >= 2 and not _is_single_model(root):
+            return root
+    return None
+
+
+def _is_single_model(folder: Path) -> bool:
+    try:
+        resolve_weight_files(folder)
+    except SourceError:
+        return False
+    return True
+
+
+def is_run_folder(path: str | Path) -> bool:
+    """True when ``path`` is a folder of several checkpoints rather than one model. Reads names only."""
+    path = Path(path)
+    return path.is_dir() and _run_root(path) is not None
+
+
+def discover_run(folder: str | Path) -> RunListing:
+    """All checkpoints of the run in ``folder``, in step order (see the module docstring)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise SourceError(f"not a folder: {folder}")
+    root = _run_root(folder)
+    if root is None:
+        raise SourceError(
+            f"{folder} is not a run folder: expected several checkpoints "
+            "(checkpoint-N/ folders, epoch=E-step=S.ckpt, step_N.pt or *_N.safetensors files)"
+        )
+    dirs, files = _entries(root)
+    listing = RunListing(folder=root)
+    stepped: list[Checkpoint] = []
+    stepless: list[Path] = []
+    for path in [*dirs, *files]:
+        step = step_from_name(path.name)
+        if step is None and path.suffix.lower() == ".ckpt":
+            step = _lightning_global_step(path)
+            if step is not None:
+                stepped.append(Checkpoint(step, path, "global_step", _mtime(path)))
+                continue
+        if step is None:
+            stepless.append(path)
+        else:
+            stepped.append(Checkpoint(step, path, "name", _mtime(path)))
+    if stepped:
+        for path in stepless:
+            listing.ignored[path] = "no step in its name (rename it step_N.* to include it)"
+            log.info("%s: ignored, no step in its name", path)
+        listing.checkpoints = _dedupe(stepped, listing.ignored)
+    else:
+        # Nothing names a step: modification time is the only order there is.
+        ordered = sorted(stepless, key=lambda p: (_mtime(p), natural_key(p)))
+        listing.checkpoints = [Checkpoint(i, p, "mtime", _mtime(p)) for i, p in enumerate(ordered)]
+        log.warning("%s: no checkpoint names a step; ordered by modification time, steps are positions", root)
+    return listing
+
+
+def _mtime(path: Path) -> float:
+    return path.stat().st_mtime
+
+
+def _lightning_global_step(path: Path) -> int | None:
+    """``global_step`` saved by Lightning in a ``.ckpt``; None for any other file."""
+    from ..sources.torch_pickle import load_torch_checkpoint
+
+    try:
+        obj = load_torch_checkpoint(path)
+    except SourceError as exc:
+        log.warning("%s: cannot read its global_step (%s)", path, exc)
+        return None
+    step = obj.get("global_step") if isinstance(obj, dict) else None
+    return int(step) if isinstance(step, int) else None
+
+
+def _preference(cp: Checkpoint) -> tuple[int, int, float]:
+    """Among checkpoints of one step: a step from the name, then safetensors, then the newest."""
+    return (cp.step_from == "name", cp.path.suffix.lower() == ".safetensors" or cp.is_folder, cp.mtime)
+
+
+def _dedupe(checkpoints: list[Checkpoint], ignored: dict[Path, str]) -> list[Checkpoint]:
+    """One checkpoint per step (``last.ckpt`` repeats the newest ``epoch=..-step=..``)."""
+    by_step: dict[int, Checkpoint] = {}
+    for cp in checkpoints:
+        kept = by_step.setdefault(cp.step, cp)
+        if kept is cp:
+            continue
+        winner, loser = (cp, kept) if _preference(cp) > _preference(kept) else (kept, cp)
+        by_step[cp.step] = winner
+        ignored[loser.path] = f"same step {winner.step} as {winner.path.name}"
+        log.info("%s: ignored, same step %d as %s", loser.path, winner.step, winner.path.name)
+    return [by_step[s] for s in sorted(by_step)]
+
+
+def select_checkpoints(
+    checkpoints: Sequence[Checkpoint],
+    *,
+    steps: Sequence[int] | None = None,
+    every: int | None = None,
+    last: int | None = None,
+) -> list[Checkpoint]:
+    """Pick checkpoints: exact ``steps``, then every ``every``-th (from the first), then the ``last`` few."""
+    chosen = list(checkpoints)
+    if steps is not None:
+        by_step = {cp.step: cp for cp in chosen}
+        missing = [s for s in steps if s not in by_step]
+        if missing:
+            have = ", ".join(map(str, by_step)) or "none"
+            raise ConfigError(f"no checkpoint at step {', '.join(map(str, missing))}; steps in this run: {have}")
+        chosen = [by_step[s] for s in sorted(set(steps))]
+    if every is not None:
+        if every < 1:
+            raise ConfigError(f"every must be at least 1, got {every}")
+        chosen = chosen[::every]
+    if last is not None:
+        if last < 1:
+            raise ConfigError(f"last must be at least 1, got {last}")
+        chosen = chosen[-last:]
+    return chosen
