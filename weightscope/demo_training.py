@@ -203,7 +203,9 @@ def train_demo(root: Path, steps: int = 300, console: Any = None) -> dict[str, A
     # From GPT-2's tiny init, AdamW at this rate grows the c_proj norms ~3x and moves some condition
     # numbers ~100x in the first tens of steps: real, but not what the demo is about. Looser bounds
     # keep the alert list to the planted fault.
-    callback = WeightScopeCallback(every_n_steps=every, output_dir=root, log_histograms=True,
+    # max_pending=4: on a small CPU the analysis can trail training by a snapshot or two; the demo
+    # queues rather than skips, so the planted fault is caught at the very step it was planted.
+    callback = WeightScopeCallback(every_n_steps=every, output_dir=root, log_histograms=True, max_pending=4,
                                    alerts={"norm_ratio": {"low": 0.25, "high": 4.0},
                                            "condition_number": {"growth": 1000.0}})
     trainer = pl.Trainer(

@@ -100,7 +100,7 @@ def test_debug_shows_traceback(cli):
 
 
 def test_demo_finds_its_planted_faults(cli, tmp_path):
-    proc = cli("demo", "--dir", tmp_path / "d", "--quiet", check_rc=0)
+    proc = cli("demo", "--dir", tmp_path / "d", "--quiet", "--no-train", check_rc=0)
     data = strict_load(tmp_path / "d" / "scan.json")
     layers = data["layers"]
     assert set(PLANTED) <= set(layers)
@@ -110,3 +110,14 @@ def test_demo_finds_its_planted_faults(cli, tmp_path):
     assert cond is None or cond > 1e6  # rank 8 of 128: singular
     assert layers["transformer.h.3.mlp.c_proj"]["spectral"]["numerical_rank"] == 8
     assert "written to" in proc.stderr
+
+
+def test_demo_training_catches_the_planted_fault_and_compares(cli, tmp_path):
+    proc = cli("demo", "--dir", tmp_path / "d", "--quiet", "--steps", "90", check_rc=0)
+    assert "caught at step 60" in proc.stdout, proc.stdout
+    comparison = strict_load(tmp_path / "d" / "comparison.json")
+    top = max(comparison["layer_comparisons"].items(), key=lambda kv: kv[1]["relative_l2_distance"])
+    assert top[0] == "transformer.h.2.mlp.c_fc"  # the x8 fault dominates what training changed
+    lines = (tmp_path / "d" / "training" / "weightscope.jsonl").read_text().splitlines()
+    assert len(lines) >= 90 // 6
+    assert "tensorboard --logdir" in proc.stdout

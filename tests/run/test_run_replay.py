@@ -59,11 +59,12 @@ def test_offline_wandb_replay_read_back_with_its_steps(faulty_run, traj, tmp_pat
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
     monkeypatch.setenv("WANDB_SILENT", "true")
     monkeypatch.setenv("WANDB_CONSOLE", "off")
+    import wandb
+
+    wandb.teardown()  # an earlier test's wandb singleton would keep its own WANDB_DIR
     rc = main(["scan", "--model", str(faulty_run), "--methods", "basic_stats", "--no-cache", "--quiet",
                "--wandb-project", "replay-test", "--wandb-mode", "offline"])
     assert rc == 0
-    import wandb
-
     wandb.teardown()  # run.finish() returns before the service has written every record; a CLI exit waits
     run_file = readers.find_wandb_file(tmp_path)
     rows = readers.wandb_history(run_file)

@@ -19,7 +19,7 @@ from rich.progress import (
 # Tables go to stdout; progress and errors to stderr so `> file` stays clean.
 # Piped output gets wide tables rather than rich's 80-column default.
 stdout = Console(width=None if sys.stdout.isatty() else 160)
-stderr = Console(stderr=True)
+stderr = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 
 class ProgressBar:

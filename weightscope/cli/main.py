@@ -40,10 +40,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.debug else logging.WARNING,
-        format="weightscope: %(levelname)s: %(message)s",
-    )
+    # Only our own logger: frameworks (Lightning, transformers) keep their own handlers.
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("weightscope: %(levelname)s: %(message)s"))
+    ours = logging.getLogger("weightscope")
+    ours.addHandler(handler)
+    ours.setLevel(logging.DEBUG if args.debug else logging.WARNING)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
