@@ -150,3 +150,24 @@ def test_one_histogram_serves_signed_and_magnitude_quantiles(rng, monkeypatch):
     v.quantiles((0.25, 0.75))
     v.quantiles((0.1, 0.9), absolute=True)
     assert len(calls) == 1
+
+
+def test_cached_properties_of_different_views_compute_concurrently():
+    """functools.cached_property (Python < 3.12) locks across instances and serialized the workers."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from weightscope.analyzers.view import cached_property
+
+    barrier = threading.Barrier(2, timeout=5)
+
+    class Probe(TensorView):
+        @cached_property
+        def together(self):
+            barrier.wait()  # only returns when both views are inside the property at once
+            return True
+
+    views = [Probe(torch.zeros(2, 2)), Probe(torch.zeros(2, 2))]
+    with ThreadPoolExecutor(2) as pool:
+        assert list(pool.map(lambda v: v.together, views)) == [True, True]
+    assert views[0].__dict__["together"] is True  # cached on the instance
