@@ -18,29 +18,12 @@ import weightscope  # noqa: E402
 from weightscope.callbacks import WeightScopeCallback  # noqa: E402
 from weightscope.sinks.jsonl import read_jsonl  # noqa: E402
 
-from callback_models import TinyNet, regression_data  # noqa: E402
+from lightning_module import TinyModule  # noqa: E402
 from callback_readers import find_wandb_file, tb_histogram_steps, tb_scalars, tb_texts, wandb_alerts, wandb_history  # noqa: E402
 
 EVERY = 5
 MAX_STEPS = 30
 METHODS = ["basic_stats", "spectral", "quantization"]
-
-
-class Module(L.LightningModule):
-    def __init__(self) -> None:
-        super().__init__()
-        torch.manual_seed(0)
-        self.net = TinyNet()
-
-    def training_step(self, batch, batch_idx):
-        x, y = batch
-        return torch.nn.functional.mse_loss(self.net(x), y)
-
-    def configure_optimizers(self):
-        return torch.optim.SGD([p for p in self.parameters() if p.requires_grad], lr=0.05)
-
-    def train_dataloader(self):
-        return torch.utils.data.DataLoader(regression_data(), batch_size=16, shuffle=False)
 
 
 class OnStep(L.Callback):
@@ -101,7 +84,7 @@ def run(tmp_path_factory):
     trainer = trainer_for(tmp, [OnStep(plant_faults), OnStep(record), cb, OnStep(wait_for_analysis)],
                           [tb, wb], MAX_STEPS,
                           accumulate_grad_batches=2)
-    trainer.fit(Module())
+    trainer.fit(TinyModule())
     wandb.finish()
     final_step = trainer.global_step
     module_state = {k: v.detach().clone() for k, v in trainer.lightning_module.state_dict().items()}

@@ -14,24 +14,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint  # noqa: E402
 from weightscope.callbacks import WeightScopeCallback  # noqa: E402
 from weightscope.sinks.jsonl import read_jsonl  # noqa: E402
 
-from callback_models import TinyNet, regression_data  # noqa: E402
-
-
-class Module(L.LightningModule):
-    def __init__(self) -> None:
-        super().__init__()
-        torch.manual_seed(0)
-        self.net = TinyNet()
-
-    def training_step(self, batch, batch_idx):
-        x, y = batch
-        return torch.nn.functional.mse_loss(self.net(x), y)
-
-    def configure_optimizers(self):
-        return torch.optim.SGD([p for p in self.parameters() if p.requires_grad], lr=0.05)
-
-    def train_dataloader(self):
-        return torch.utils.data.DataLoader(regression_data(), batch_size=16)
+from lightning_module import TinyModule  # noqa: E402
 
 
 def fit(tmp, out, max_steps, ckpt_path=None, callbacks=()):
@@ -40,7 +23,7 @@ def fit(tmp, out, max_steps, ckpt_path=None, callbacks=()):
         max_steps=max_steps, callbacks=[cb, *callbacks], logger=False, accelerator="cpu", devices=1,
         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, default_root_dir=tmp,
     )
-    module = Module()
+    module = TinyModule()
     trainer.fit(module, ckpt_path=ckpt_path)
     return cb, module
 
