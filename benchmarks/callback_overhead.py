@@ -1,18 +1,23 @@
 """What monitoring costs a training run: Lightning, a GPT-2-style model (4 layers, width 256), CPU.
 
-Configurations, each in a fresh process and repeated (interleaved) to damp
-noise from other work on the machine:
+Configurations, each in a fresh process, repeated in a shuffled interleaved
+order to damp noise from other work on the machine:
 
 - ``none``: no monitoring;
 - ``weightscope``: ``WeightScopeCallback(every_n_steps=50)`` with its defaults;
 - ``wandb_watch``: ``wandb.watch(model, log="parameters", log_freq=50)``, offline run;
 - extra ones with ``--configs`` (``weightscope_sync``: ``background=False``;
   ``weightscope_all``: ``methods="all"``; ``weightscope:key=value;key=value``: any
-  monitor setting, e.g. ``weightscope:niceness=0``).
+  monitor setting, e.g. ``weightscope:priority='normal'``).
 
 Prints wall time of ``trainer.fit`` (the final snapshot's analysis
-included), slowdown vs ``none``, and for WeightScope the time the loop was
-blocked per snapshot next to the cost of copying the weights once.
+included) and the slowdown vs ``none``. Separate runs of the same
+configuration differ by a few percent on a 2-core VM, as much as the effect
+measured, so WeightScope rows also give an in-run estimate: how much longer
+the steps that overlapped analysis took than the run's median step without
+it, plus the wait for the final analysis. And the time the loop was blocked
+per snapshot next to the cost of cloning the weights once at a step in the
+same run.
 
     python benchmarks/callback_overhead.py [--steps 300] [--repeats 3] [--configs none,weightscope,wandb_watch]
 """
@@ -22,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import statistics
 import subprocess
 import sys
@@ -34,22 +40,62 @@ DEFAULT_CONFIGS = ("none", "weightscope", "wandb_watch")
 MODEL = dict(vocab=2000, n_positions=64, n_embd=256, n_layer=4, n_head=4)
 
 
-def copy_cost(model) -> tuple[float, float]:
-    """Seconds to clone the 2-D weights (what a snapshot copies) once: cold (fresh pages) and warm (median of 9).
+class StepClock:
+    """A Lightning callback that times every optimizer step, in every configuration alike.
 
-    The yardstick for a snapshot's blocking time.
+    It also clones the 2-D weights once in mid-interval (steps every/2, every/2 + every, ...):
+    the cost of copying the weights once *in situ*, with training's own cache state and
+    allocator, which is the yardstick for a snapshot's blocking time (a clone in a tight loop
+    after training finds everything in cache and measures a third of it). Six clones of 14 MB
+    add about 0.1 % to a run.
     """
-    import torch
 
-    params = [p for p in model.parameters() if p.ndim >= 2]
-    times = []
-    for _ in range(10):
-        t0 = time.perf_counter()
-        with torch.no_grad():
-            _ = [p.detach().clone() for p in params]
-        times.append(time.perf_counter() - t0)
-        del _
-    return times[0], statistics.median(times[1:])
+    def __new__(cls, every: int, monitor_of=None):
+        import lightning.pytorch as pl
+
+        class _Clock(pl.Callback):
+            def __init__(self) -> None:
+                self.ends: list[float] = []
+                self.busy: list[bool] = []
+                self.clone_s: list[float] = []
+
+            def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+                if not self.ends:
+                    self.ends.append(time.perf_counter())
+
+            def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+                import torch
+
+                step = trainer.global_step
+                if step % every == every // 2:
+                    params = [p for p in pl_module.parameters() if p.ndim >= 2]
+                    t0 = time.perf_counter()
+                    with torch.no_grad():
+                        copies = [p.detach().clone() for p in params]
+                    self.clone_s.append(time.perf_counter() - t0)
+                    del copies
+                # Was analysis running during this step? (read after the callback's own hook ran)
+                monitor = monitor_of() if monitor_of else None
+                self.busy.append(bool(monitor is not None and monitor._worker.pending))
+                self.ends.append(time.perf_counter())
+
+        return _Clock()
+
+
+def in_run_overhead(ends: list[float], busy: list[bool]) -> float:
+    """Seconds the steps that overlapped analysis took beyond the median step without it.
+
+    Free of the run-to-run noise that a comparison of separate runs carries (a few % here).
+    A step flagged busy is one at whose end analysis was pending; the step after a job ends
+    is counted too, since the job finished somewhere inside it.
+    """
+    durations = [b - a for a, b in zip(ends, ends[1:])]
+    flagged = [bool(busy[i]) or (i > 0 and bool(busy[i - 1])) for i in range(len(durations))]
+    quiet = [d for d, f in zip(durations, flagged) if not f]
+    if not quiet:
+        return float("nan")
+    typical = statistics.median(quiet)
+    return sum(d - typical for d, f in zip(durations, flagged) if f)
 
 
 def one_run(config: str, steps: int, every: int, workdir: Path) -> dict:
@@ -62,8 +108,10 @@ def one_run(config: str, steps: int, every: int, workdir: Path) -> dict:
     torch.manual_seed(0)
     model = TinyGPT(**MODEL)
     module = lightning_module(model, SyntheticText(vocab=MODEL["vocab"], length=MODEL["n_positions"]))
-    callbacks, result = [], {"config": config}
+    result = {"config": config}
     cb = None
+    clock = StepClock(every, lambda: cb.monitor if cb is not None else None)
+    callbacks = []
     if config.startswith("weightscope"):
         from weightscope.callbacks import WeightScopeCallback
 
@@ -84,14 +132,22 @@ def one_run(config: str, steps: int, every: int, workdir: Path) -> dict:
         run.watch(model, log="parameters", log_freq=every)
     elif config != "none":
         raise SystemExit(f"unknown config {config}")
+    callbacks.append(clock)  # after WeightScope's: its hook has snapshotted when the clock reads the time
     trainer = pl.Trainer(
         max_steps=steps, callbacks=callbacks, logger=False, accelerator="cpu", devices=1,
         enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
         num_sanity_val_steps=0, default_root_dir=str(workdir),
     )
+    import resource
+
+    r0 = resource.getrusage(resource.RUSAGE_SELF)
     t0, c0 = time.perf_counter(), time.process_time()
     trainer.fit(module)
     result["wall_s"] = time.perf_counter() - t0
+    r1 = resource.getrusage(resource.RUSAGE_SELF)
+    # Page faults and context switches: what a slowdown without CPU time to match comes from.
+    result.update(minor_faults=r1.ru_minflt - r0.ru_minflt, vol_switches=r1.ru_nvcsw - r0.ru_nvcsw,
+                  invol_switches=r1.ru_nivcsw - r0.ru_nivcsw)
     result["cpu_s"] = time.process_time() - c0  # every thread of this process (not wandb's own process)
     if config == "wandb_watch":
         import wandb
@@ -106,7 +162,8 @@ def one_run(config: str, steps: int, every: int, workdir: Path) -> dict:
                       max_blocking_s=s.max_blocking_s, mean_analysis_s=s.mean_analysis_s,
                       snapshot_mb=s.snapshot_bytes / 2**20, logging_s=sum(s.logging_s),
                       analysis_cpu_s=s.analysis_cpu_s, close_wait_s=s.close_wait_s)
-    result["copy_cold_s"], result["copy_s"] = copy_cost(model)
+        result["in_run_overhead_s"] = in_run_overhead(clock.ends, clock.busy) + s.close_wait_s
+    result["clone_s"] = clock.clone_s
     result["torch_threads"] = torch.get_num_threads()
     return result
 
@@ -117,6 +174,7 @@ def main() -> None:
     ap.add_argument("--every", type=int, default=50)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--configs", default=",".join(DEFAULT_CONFIGS))
+    ap.add_argument("--seed", type=int, default=0, help="seed of the run order's shuffle")
     ap.add_argument("--one", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:
@@ -125,8 +183,13 @@ def main() -> None:
         return
     configs = [c for c in args.configs.split(",") if c]
     runs: dict[str, list[dict]] = {c: [] for c in configs}
+    rng = random.Random(args.seed)
     for rep in range(args.repeats):
-        for config in configs:  # interleaved, so drifting machine load hits every config alike
+        # Interleaved, so drifting machine load hits every config alike; shuffled, so that no
+        # config always runs first after a pause (the first run of a round tended to be fastest).
+        order = configs[:]
+        rng.shuffle(order)
+        for config in order:
             cmd = [sys.executable, __file__, "--one", config, "--steps", str(args.steps), "--every", str(args.every)]
             out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
             if out.returncode:
@@ -134,33 +197,34 @@ def main() -> None:
             res = json.loads(out.stdout.strip().splitlines()[-1])
             runs[config].append(res)
             print(f"# repeat {rep + 1} {config}: {res['wall_s']:.2f} s", file=sys.stderr, flush=True)
-    base = statistics.median(r["wall_s"] for r in runs["none"]) if "none" in runs else None
+    med = statistics.median
+    base = med(r["wall_s"] for r in runs["none"]) if "none" in runs else None
     base_min = min(r["wall_s"] for r in runs["none"]) if "none" in runs else None
-    base_cpu = statistics.median(r["cpu_s"] for r in runs["none"]) if "none" in runs else None
+    base_cpu = med(r["cpu_s"] for r in runs["none"]) if "none" in runs else None
     print(f"\n{args.steps} steps, snapshot / watch every {args.every} steps, median of {args.repeats} runs, "
           f"{os.cpu_count()} cores, torch threads {runs[configs[0]][0]['torch_threads']}\n")
-    print("| configuration | wall time, median (s) | slowdown, median | slowdown, best run | CPU time (s) "
-          "| extra CPU | blocked per snapshot, median / max (ms) | clone weights once, warm / cold (ms) "
-          "| analysis per snapshot (s) | snapshots (skipped) |")
+    print("| configuration | wall time, median (s) | slowdown, median | slowdown, best run | in-run estimate "
+          "| extra CPU | blocked per snapshot, median / max (ms) | clone weights once, in situ (ms) "
+          "| analysis CPU per snapshot (s) | snapshots (skipped) |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for config, rs in runs.items():
-        wall = statistics.median(r["wall_s"] for r in rs)
+        wall = med(r["wall_s"] for r in rs)
         best = min(r["wall_s"] for r in rs)
-        cpu = statistics.median(r["cpu_s"] for r in rs)
+        cpu = med(r["cpu_s"] for r in rs)
         slow = f"{100 * (wall / base - 1):+.1f} %" if base else "-"
         slow_best = f"{100 * (best / base_min - 1):+.1f} %" if base_min else "-"
         extra_cpu = f"{100 * (cpu / base_cpu - 1):+.1f} %" if base_cpu else "-"
-        copy = statistics.median(r["copy_s"] for r in rs) * 1e3
-        copy_cold = statistics.median(r["copy_cold_s"] for r in rs) * 1e3
+        clone = med(med(r["clone_s"]) for r in rs) * 1e3
         if "mean_blocking_s" in rs[0]:
-            blocked = (f"{statistics.median(r['median_blocking_s'] for r in rs) * 1e3:.2f} / "
+            blocked = (f"{med(r['median_blocking_s'] for r in rs) * 1e3:.2f} / "
                        f"{max(r['max_blocking_s'] for r in rs) * 1e3:.1f}")
-            analysis = f"{statistics.median(r['mean_analysis_s'] for r in rs):.2f}"
+            cost = med(r["in_run_overhead_s"] for r in rs)
+            in_run = f"+{100 * cost / (wall - cost):.1f} % ({cost:.2f} s)"
+            analysis = f"{med(r['analysis_cpu_s'] / max(r['snapshots'], 1) for r in rs):.3f}"
             snaps = f"{rs[0]['snapshots']} ({rs[0]['skipped']})"
         else:
-            blocked = analysis = snaps = "-"
-        print(f"| {config} | {wall:.2f} | {slow} | {slow_best} | {cpu:.1f} | {extra_cpu} | {blocked} "
-              f"| {copy:.2f} / {copy_cold:.1f} "
+            blocked = analysis = snaps = in_run = "-"
+        print(f"| {config} | {wall:.2f} | {slow} | {slow_best} | {in_run} | {extra_cpu} | {blocked} | {clone:.2f} "
               f"| {analysis} | {snaps} |")
     print("\nall runs:", json.dumps(runs), file=sys.stderr)
 
