@@ -91,6 +91,7 @@ def run(tmp_path_factory):
 def test_steps_and_values_match_the_trainer_and_a_direct_scan(run):
     steps = [r["step"] for r in run["jsonl"]]
     assert steps == [0, 5, 10, 15, 20] and run["trainer"].state.global_step == 20
+    assert run["jsonl"][-1]["kind"] == "final"  # taken at the last step, not again at train end
     tb = tb_scalars(tensorboard_dir(run["args"]).parent)
     rows = {r["train/global_step"]: r for r in wandb_history(run["wandb_file"]) if f"weights_l2_norm/{LAYER}" in r}
     assert sorted(rows) == steps

@@ -181,3 +181,15 @@ def test_histograms_and_summary_scalars(run):
     assert "weightscope/max_condition_number" in tb and "weightscope/global_drift" in tb
     stats = run["cb"].monitor.stats
     assert stats.snapshots == len(run["jsonl"]) and stats.blocking_s and stats.max_blocking_s < 1.0
+
+
+@pytest.mark.parametrize("max_steps, steps", [(12, [0, 5, 10, 12]), (10, [0, 5, 10])])
+def test_the_last_step_is_a_full_final_snapshot_even_when_periodic_ones_are_thinned(tmp_path, max_steps, steps):
+    # full_scan_every=1000: every periodic snapshot is a cheap one (basic_stats + drift).
+    cb = WeightScopeCallback(every_n_steps=EVERY, methods=METHODS, full_scan_every=1000, max_pending=64)
+    trainer_for(tmp_path, [cb], False, max_steps).fit(TinyModule())
+    records = list(read_jsonl(cb.monitor.output_dir / "weightscope.jsonl"))
+    assert [r["step"] for r in records] == steps  # one record per step: no periodic + final pair at the end
+    assert [r["kind"] for r in records] == ["baseline"] + ["periodic"] * (len(steps) - 2) + ["final"]
+    full = [r["step"] for r in records if "spectral" in r["layers"]["net.inp"]]
+    assert full == [0, steps[-1]]

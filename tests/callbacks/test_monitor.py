@@ -202,9 +202,10 @@ def test_full_scans_thin_out_when_they_cost_more_than_the_budget(tmp_path, monke
 
     monkeypatch.setattr(mon, "_wall_clock", lambda: wall["t"])
     monkeypatch.setattr(mon, "_cpu_clock", cpu_clock)
+    monkeypatch.setattr(mon, "_process_clock", lambda: 0.0)
     monitor = WeightMonitor(every_n_steps=1, methods=["basic_stats", "spectral"], output_dir=tmp_path,
                             analysis_budget=0.1, background=False)
-    monitor._cores = 1  # the budget is a share of all cores: make it one here
+    monitor._cores = 1  # the budget is a share of the cores training leaves idle (at least one): one here
     monitor.keep_records = 100
     torch.manual_seed(0)
     model = TinyNet()
@@ -216,6 +217,39 @@ def test_full_scans_thin_out_when_they_cost_more_than_the_budget(tmp_path, monke
     assert [r.step for r in monitor.records] == list(range(14))
     assert [r.step for r in monitor.records if "spectral" in r.methods] == [0, 4, 8, 12, 13]
     assert all(r.methods[0] == "basic_stats" and (r.diff_prev or r.step == 0) for r in monitor.records)
+
+
+@pytest.mark.parametrize("training_cores, full_steps", [
+    (4.0, [0, 4, 8, 12, 13]),  # training keeps all 4 cores busy: the budget is 10 % of one core, as above
+    (2.0, [0, 2, 4, 6, 8, 10, 12, 13]),  # 2 idle cores: 20 % of one, a 1 s analysis every 5 s
+    (0.0, [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13]),  # 4 idle cores: 40 %, every 2.5 s step
+])
+def test_the_budget_grows_with_the_cores_training_leaves_idle(tmp_path, monkeypatch, training_cores, full_steps):
+    import weightscope.monitor.monitor as mon
+
+    clock = {"wall": 0.0, "analysis": 0.0, "training": 0.0}
+
+    def cpu_clock():  # the analysis thread's clock: a full analysis "takes" 1 s, as above
+        clock["analysis"] += 1.0
+        return clock["analysis"]
+
+    monkeypatch.setattr(mon, "_wall_clock", lambda: clock["wall"])
+    monkeypatch.setattr(mon, "_cpu_clock", cpu_clock)
+    # The process clock counts training's CPU plus the analysis thread's own.
+    monkeypatch.setattr(mon, "_process_clock", lambda: clock["training"] + monitor.stats.analysis_cpu_s)
+    monitor = WeightMonitor(every_n_steps=1, methods=["basic_stats", "spectral"], output_dir=tmp_path,
+                            analysis_budget=0.1, background=False)
+    monitor._cores = 4
+    monitor.keep_records = 100
+    torch.manual_seed(0)
+    model = TinyNet()
+    monitor.start(model, 0)
+    for step in range(1, 13):
+        clock["wall"] += 2.5
+        clock["training"] += 2.5 * training_cores
+        monitor.step(model, step)
+    monitor.close(model, 13)
+    assert [r.step for r in monitor.records if "spectral" in r.methods] == full_steps
 
 
 def test_full_scan_every_k(tmp_path):

@@ -158,8 +158,9 @@ def kth_values(values: torch.Tensor, ranks: Sequence[int]) -> list[float]:
     return s[torch.tensor(list(ranks), device=values.device)].tolist()
 
 
-# Up to this many values one partition of a copy beats two passes.
-DIRECT_LIMIT = 1 << 18
+# Up to this many values one partition of a copy beats two passes (measured, one thread: a
+# 768x256 matrix takes 2.6 ms direct, 1.0 ms through the histogram).
+DIRECT_LIMIT = 1 << 14
 _NBINS = 1 << 16
 _SHIFT = {torch.float32: 16, torch.float64: 48}
 _INT = {torch.float32: torch.int32, torch.float64: torch.int64}

@@ -172,7 +172,8 @@ class WeightScopeTrainerCallback(TrainerCallback, ExportableState):
         self.monitor.start(model, state.global_step)
 
     def on_step_end(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
-        self.monitor.step(model, state.global_step)
+        max_steps = getattr(state, "max_steps", 0) or 0
+        self.monitor.step(model, state.global_step, last=0 < max_steps <= state.global_step)
         if self.monitor.should_stop:
             control.should_training_stop = True
 

@@ -136,7 +136,7 @@ class WeightScopeCallback(Callback):
         step = trainer.global_step
         if step != self._seen_step:  # an optimizer step happened (not every batch does under accumulation)
             self._seen_step = step
-            self.monitor.step(pl_module, step)
+            self.monitor.step(pl_module, step, last=_is_last_step(trainer))
         if self.monitor.should_stop:
             trainer.should_stop = True
 
@@ -155,3 +155,18 @@ class WeightScopeCallback(Callback):
         if self.monitor.closed:  # restoring into a callback that already ran a fit()
             self.monitor = self._new_monitor()
         self.monitor.load_state_dict(state_dict)
+
+
+def _is_last_step(trainer: pl.Trainer) -> bool:
+    """Whether the optimizer step just taken is the run's last one by its step or epoch limit.
+
+    An early stop is not foreseen: then ``on_train_end`` takes the final snapshot.
+    """
+    try:
+        if trainer.max_steps is not None and 0 <= trainer.max_steps <= trainer.global_step:
+            return True
+        max_epochs = trainer.max_epochs
+        return (max_epochs is not None and 0 <= max_epochs <= trainer.current_epoch + 1
+                and bool(trainer.fit_loop.epoch_loop.batch_progress.is_last_batch))
+    except Exception:  # a Lightning without these attributes: the final snapshot comes at train end
+        return False

@@ -31,6 +31,7 @@ STATE_VERSION = 1
 # Module-level so tests can drive them: wall time between snapshots, CPU time of the analysis thread.
 _wall_clock = time.monotonic
 _cpu_clock = time.thread_time
+_process_clock = time.process_time  # all threads of the process: training's CPU use
 BASELINE_NAME = "weightscope_baseline"
 #: full_scan_every="auto" never thins full analyses cheaper than this (CPU seconds).
 ALWAYS_FULL_BELOW_S = 0.05
@@ -145,6 +146,7 @@ class WeightMonitor:
         self._cores = cpu_count()
         self._full_cost: float | None = None  # CPU seconds of the last full analysis (analysis thread)
         self._last_full_at: float | None = None  # wall clock when the last full snapshot was taken
+        self._usage_mark: tuple[float, float, float] | None = None  # (wall, process CPU, analysis CPU) then
         self._coll: Collectives | None = None
         self._started = False
         self._closed = False
@@ -192,13 +194,21 @@ class WeightMonitor:
             kind = "baseline"
         self._snapshot(model, int(step), kind)
 
-    def step(self, model: torch.nn.Module, step: int) -> None:
-        """Call after every optimizer step; snapshots when ``step`` is a multiple of ``every_n_steps``."""
+    def step(self, model: torch.nn.Module, step: int, *, last: bool = False) -> None:
+        """Call after every optimizer step; snapshots when ``step`` is a multiple of ``every_n_steps``.
+
+        ``last=True`` (the callbacks pass it when the trainer's step limit is
+        reached) takes the final snapshot now, analysed in full, so that it is
+        not a thinned periodic one that :meth:`close` would then not repeat.
+        """
         if self._closed:
             return
         self._drain()
         if not self._started:
             self.start(model, step)
+            return
+        if last and step != self._last_taken:
+            self._snapshot(model, int(step), "final")
             return
         if step % self.config.every_n_steps or (self._last_step is not None and step <= self._last_step):
             return
@@ -349,9 +359,13 @@ class WeightMonitor:
         self.stats.blocking_s.append(snap.blocking_s)
         self.stats.snapshot_bytes = snap.nbytes
         job = _Job(snap, kind, self._full_due(kind), emit=emit)
-        if self.config.background:
+        if self.config.background and kind != "final":
             self._worker.submit(job)
         else:
+            # The final snapshot is analysed here: training is over and close() would wait for it
+            # anyway, and this thread has training's torch threads and priority (measured: 0.17 s on
+            # the analysis thread, 0.07 s here). Earlier jobs first, so records stay in step order.
+            self._worker.join()
             self._handle(job)
             self._drain()
         return True
@@ -361,11 +375,12 @@ class WeightMonitor:
 
         ``full_scan_every="auto"``: full when the time since the last full
         snapshot would pay for the last full analysis's CPU time within
-        ``analysis_budget`` of the machine's CPU time (all cores). Cheap models
-        thus get every snapshot full; a model whose spectra take minutes gets
-        them every so often, while NaN checks and drift run at every snapshot.
-        A full analysis under ``ALWAYS_FULL_BELOW_S`` of CPU is never thinned,
-        so small models give the same records run after run.
+        ``analysis_budget`` of the CPU time of the cores training left idle
+        (at least one core's). Cheap models thus get every snapshot full; a
+        model whose spectra take minutes gets them every so often, while NaN
+        checks and drift run at every snapshot. A full analysis under
+        ``ALWAYS_FULL_BELOW_S`` of CPU is never thinned, so small models give
+        the same records run after run.
         """
         cfg = self.config
         now = _wall_clock()
@@ -374,14 +389,31 @@ class WeightMonitor:
             if cfg.full_scan_every == "auto":
                 cost, last = self._full_cost, self._last_full_at
                 full = (cost is None or last is None or cost < ALWAYS_FULL_BELOW_S
-                        or (now - last) * cfg.analysis_budget * self._cores >= cost)
+                        or (now - last) * cfg.analysis_budget * self._spare_cores(now) >= cost)
             else:
                 full = self._periodic % int(cfg.full_scan_every) == 0
         else:
             full = True  # baseline, resume and final are always complete
         if full:
             self._last_full_at = now
+            self._usage_mark = (now, _process_clock(), self.stats.analysis_cpu_s)
         return full
+
+    def _spare_cores(self, now: float) -> float:
+        """Cores training left idle since the last full snapshot, at least one.
+
+        Training on CPU keeps every core busy (torch's intra-op threads), so
+        each CPU second of analysis costs it about a second of wall time, and
+        the budget is then a share of one core: the slowdown it allows. With
+        GPU training most cores sit idle and the analysis may use their time.
+        The process's CPU time, less the analysis thread's, is training's use.
+        """
+        mark = self._usage_mark
+        if mark is None or now <= mark[0]:
+            return 1.0
+        wall0, cpu0, analysis0 = mark
+        busy = (_process_clock() - cpu0 - (self.stats.analysis_cpu_s - analysis0)) / (now - wall0)
+        return min(max(self._cores - busy, 1.0), float(self._cores))
 
     # -- analysis (background thread) ------------------------------------------
     def _handle(self, job: _Job) -> None:
