@@ -50,10 +50,10 @@ def main() -> None:
         if step == args.steps // 2:  # planted fault: one layer's weights blow up
             with torch.no_grad():
                 model[2].weight.mul_(10.0)
-        monitor.step(model, step)
+        monitor.step(model, step, last=step == args.steps)  # last: the final snapshot, in full
         if monitor.should_stop:  # only with stop_on=[...]
             break
-    monitor.close(model, step)  # final snapshot, waits for the analysis, closes the sinks
+    monitor.close(model, step)  # final snapshot if not taken yet, waits for the analysis, closes the sinks
 
     s = monitor.stats
     print(f"{s.snapshots} snapshots, {len(monitor.alerts)} alerts, loop blocked {1e3 * s.mean_blocking_s:.2f} ms "

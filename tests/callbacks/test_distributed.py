@@ -1,8 +1,9 @@
-"""DDP on CPU with gloo, two processes: ``distributed="split"``, the rank-0 default, and DTensor gathering."""
+"""DDP on CPU with gloo, two processes: ``distributed="split"``, the rank-0 default, DTensor and FSDP1 gathering."""
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -104,6 +105,27 @@ def _worker(rank: int, world: int, init: str, tmp: str) -> None:
             want = float(full_weight.double().norm())
             assert rec.results["weight"]["basic_stats"]["l2_norm"] == pytest.approx(want, rel=1e-12)
             assert rec.results["weight"]["basic_stats"]["numel"] == 48
+
+        # FSDP1: every rank enters summon_full_params (collective); rank 0 copies the full weights
+        # under their own names, not the sharded flat parameter.
+        from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+
+        torch.manual_seed(0)
+        net = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+        full = {k.removesuffix(".weight"): v.detach().clone() for k, v in net.state_dict().items()
+                if k.endswith("weight")}
+        wrapped = FSDP(net, device_id=torch.device("cpu"))
+        assert [n for n, _ in wrapped.named_parameters()] == ["_fsdp_wrapped_module._flat_param"]
+        monitor = WeightMonitor(every_n_steps=1, methods=["basic_stats"], output_dir=tmp_path / "fsdp1")
+        monitor.start(wrapped, 0)
+        monitor.close()
+        report["fsdp1_records"] = len(monitor.records)
+        if rank == 0:
+            [rec] = monitor.records
+            assert sorted(rec.results) == sorted(full)
+            for layer, weight in full.items():
+                want = float(weight.double().norm())
+                assert rec.results[layer]["basic_stats"]["l2_norm"] == pytest.approx(want, rel=1e-12)
         report["ok"] = True
     except Exception as exc:  # reported to the parent, which fails the test with it
         import traceback
@@ -112,9 +134,13 @@ def _worker(rank: int, world: int, init: str, tmp: str) -> None:
     finally:
         (tmp_path / f"report{rank}.json").write_text(json.dumps(report))
         dist.destroy_process_group()
+        # After FSDP1 on gloo, interpreter teardown aborts (SIGABRT) in torch's own threads; the
+        # report is written, so leave without it.
+        sys.stdout.flush()
+        os._exit(0)
 
 
-def test_ddp_split_rank0_and_dtensor_with_gloo(tmp_path):
+def test_ddp_split_rank0_dtensor_and_fsdp1_with_gloo(tmp_path):
     init = f"file://{tmp_path / 'init'}"
     mp.spawn(_worker, args=(2, init, str(tmp_path)), nprocs=2, join=True)
     reports = [json.loads((tmp_path / f"report{r}.json").read_text()) for r in range(2)]
@@ -124,3 +150,4 @@ def test_ddp_split_rank0_and_dtensor_with_gloo(tmp_path):
         # each rank copied only its share of the layers
         assert 0 < report["split_bytes"] < report["full_bytes"]
     assert reports[0]["rank0_snapshots"] == 4 and reports[1]["rank0_snapshots"] == 0
+    assert reports[0]["fsdp1_records"] == 1 and reports[1]["fsdp1_records"] == 0

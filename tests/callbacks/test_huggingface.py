@@ -145,6 +145,14 @@ def test_resume_from_an_hf_checkpoint(tmp_path):
     exported = json.loads(json.dumps(first.state()))
     rebuilt = WeightScopeTrainerCallback(**exported["args"])
     assert rebuilt.monitor.config.settings() == first.monitor.config.settings()
+    # ... and the function it cannot put in JSON comes back through the token.
+    def on_alert(alert):
+        return None
+
+    with_fn = WeightScopeTrainerCallback(every_n_steps=5, on_alert=on_alert)
+    rebuilt = WeightScopeTrainerCallback(**json.loads(json.dumps(with_fn.state()))["args"])
+    assert rebuilt.monitor.config.on_alert is on_alert
+    assert rebuilt.monitor.config.settings() == with_fn.monitor.config.settings()
 
     second = train(20, resume=str(tmp_path / "checkpoint-10"))
     assert second.monitor.state_dict()["base_step"] == 0

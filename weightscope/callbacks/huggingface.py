@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import socket
+import uuid
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,10 @@ log = logging.getLogger(__name__)
 HF_STEP_KEY = "train/global_step"
 #: Written into each ``checkpoint-N`` folder, so resuming works without ``restore_callback_states_from_checkpoint``.
 STATE_FILE = "weightscope_state.json"
+#: HF rebuilds a callback from its exported JSON arguments on resume; this one finds the
+#: arguments JSON cannot hold (``on_alert``) again, by token, in the same process.
+TOKEN_ARG = "weightscope_token"
+_NOT_JSON: dict[str, dict[str, Any]] = {}
 
 
 def tensorboard_dir(args: Any) -> Path:
@@ -98,8 +103,10 @@ class WeightScopeTrainerCallback(TrainerCallback, ExportableState):
     Resume: the state is saved into each ``checkpoint-N`` folder and read back
     when training resumes from it; with
     ``TrainingArguments(restore_callback_states_from_checkpoint=True)`` HF's own
-    callback-state mechanism carries it too (it rebuilds the callback from its
-    JSON-able arguments, so pass ``on_alert`` again in that case).
+    callback-state mechanism carries it too. That mechanism rebuilds the
+    callback from its JSON-able arguments; ``on_alert``, a function, is found
+    again through a token among them when the rebuild happens in the process
+    that made the original callback (a fresh process needs it passed again).
 
     Example::
 
@@ -131,6 +138,12 @@ class WeightScopeTrainerCallback(TrainerCallback, ExportableState):
         tensorboard: bool = True,
         **monitor_kwargs: Any,
     ) -> None:
+        token = monitor_kwargs.pop(TOKEN_ARG, None)
+        if on_alert is None and token in _NOT_JSON:
+            on_alert = _NOT_JSON[token]["on_alert"]
+        self._token = token if isinstance(token, str) else uuid.uuid4().hex
+        if on_alert is not None:
+            _NOT_JSON[self._token] = {"on_alert": on_alert}
         self._kwargs = dict(
             every_n_steps=every_n_steps, methods=methods, layers=layers, exclude=exclude, alerts=alerts,
             log_histograms=log_histograms, background=background, max_pending=max_pending, device=device,
@@ -147,7 +160,8 @@ class WeightScopeTrainerCallback(TrainerCallback, ExportableState):
     # -- HF callback state (ExportableState) ----------------------------------
     def state(self) -> dict[str, Any]:
         settings = self.monitor.config.settings()
-        settings.update(output_dir=str(self._output_dir) if self._output_dir else None, tensorboard=self._tensorboard)
+        settings.update(output_dir=str(self._output_dir) if self._output_dir else None, tensorboard=self._tensorboard,
+                        **{TOKEN_ARG: self._token})
         return {"args": settings, "attributes": {"resume_state": self.monitor.state_dict()}}
 
     # -- events ----------------------------------------------------------------
