@@ -43,11 +43,11 @@ MODEL = dict(vocab=2000, n_positions=64, n_embd=256, n_layer=4, n_head=4)
 class StepClock:
     """A Lightning callback that times every optimizer step, in every configuration alike.
 
-    It also clones the 2-D weights once in mid-interval (steps every/2, every/2 + every, ...):
-    the cost of copying the weights once *in situ*, with training's own cache state and
-    allocator, which is the yardstick for a snapshot's blocking time (a clone in a tight loop
-    after training finds everything in cache and measures a third of it). Six clones of 14 MB
-    add about 0.1 % to a run.
+    It also copies the 2-D weights once in mid-interval (steps every/2, every/2 + every, ...),
+    two ways: into buffers kept from one copy to the next (what a snapshot does) and as fresh
+    clones. Both *in situ*, with training's own cache state and allocator: the yardstick for a
+    snapshot's blocking time (a clone in a tight loop after training finds everything in cache
+    and measures a third of it). Six copies of 14 MB add about 0.1 % to a run.
     """
 
     def __new__(cls, every: int, monitor_of=None):
@@ -58,6 +58,9 @@ class StepClock:
                 self.ends: list[float] = []
                 self.busy: list[bool] = []
                 self.clone_s: list[float] = []
+                self.copy_s: list[float] = []
+                self._kept = None
+                self._snapshots = 0
 
             def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
                 if not self.ends:
@@ -74,20 +77,34 @@ class StepClock:
                         copies = [p.detach().clone() for p in params]
                     self.clone_s.append(time.perf_counter() - t0)
                     del copies
-                # Was analysis running during this step? (read after the callback's own hook ran)
+                    if self._kept is None:  # buffers kept from one copy to the next, as a snapshot's are
+                        self._kept = [torch.zeros_like(p) for p in params]
+                    else:
+                        t0 = time.perf_counter()
+                        with torch.no_grad():
+                            for buf, p in zip(self._kept, params):
+                                buf.copy_(p)
+                        self.copy_s.append(time.perf_counter() - t0)
+                # Did this step snapshot (and maybe analyse inline), or end with analysis running?
+                # Read after the monitoring callback's own hook ran.
                 monitor = monitor_of() if monitor_of else None
-                self.busy.append(bool(monitor is not None and monitor._worker.pending))
+                if monitor is not None:
+                    snapshots = monitor.stats.snapshots
+                    self.busy.append(bool(monitor._worker.pending) or snapshots != self._snapshots)
+                    self._snapshots = snapshots
+                else:
+                    self.busy.append(False)
                 self.ends.append(time.perf_counter())
 
         return _Clock()
 
 
 def in_run_overhead(ends: list[float], busy: list[bool]) -> float:
-    """Seconds the steps that overlapped analysis took beyond the median step without it.
+    """Seconds the steps that overlapped monitoring took beyond the median step without it.
 
     Free of the run-to-run noise that a comparison of separate runs carries (a few % here).
-    A step flagged busy is one at whose end analysis was pending; the step after a job ends
-    is counted too, since the job finished somewhere inside it.
+    A step flagged busy is one that took a snapshot or at whose end analysis was pending; the
+    step after is counted too, since the job finished somewhere inside it.
     """
     durations = [b - a for a, b in zip(ends, ends[1:])]
     flagged = [bool(busy[i]) or (i > 0 and bool(busy[i - 1])) for i in range(len(durations))]
@@ -130,6 +147,8 @@ def one_run(config: str, steps: int, every: int, workdir: Path) -> dict:
         os.environ.update(WANDB_MODE="offline", WANDB_SILENT="true", WANDB_DIR=str(workdir))
         run = wandb.init(project="weightscope-bench", mode="offline")
         run.watch(model, log="parameters", log_freq=every)
+    elif config == "none_set_threads":  # no monitoring, but torch.set_num_threads called once
+        torch.set_num_threads(torch.get_num_threads())
     elif config != "none":
         raise SystemExit(f"unknown config {config}")
     callbacks.append(clock)  # after WeightScope's: its hook has snapshotted when the clock reads the time
@@ -164,6 +183,11 @@ def one_run(config: str, steps: int, every: int, workdir: Path) -> dict:
                       analysis_cpu_s=s.analysis_cpu_s, close_wait_s=s.close_wait_s)
         result["in_run_overhead_s"] = in_run_overhead(clock.ends, clock.busy) + s.close_wait_s
     result["clone_s"] = clock.clone_s
+    result["copy_s"] = clock.copy_s
+    steps_s = [b - a for a, b in zip(clock.ends, clock.ends[1:])]
+    # The typical step outside snapshots: a slowdown of every step would show here, not in-run.
+    result["quiet_step_s"] = statistics.median(
+        d for i, d in enumerate(steps_s) if not (clock.busy[i] or (i and clock.busy[i - 1])))
     result["torch_threads"] = torch.get_num_threads()
     return result
 
@@ -204,9 +228,9 @@ def main() -> None:
     print(f"\n{args.steps} steps, snapshot / watch every {args.every} steps, median of {args.repeats} runs, "
           f"{os.cpu_count()} cores, torch threads {runs[configs[0]][0]['torch_threads']}\n")
     print("| configuration | wall time, median (s) | slowdown, median | slowdown, best run | in-run estimate "
-          "| extra CPU | blocked per snapshot, median / max (ms) | clone weights once, in situ (ms) "
-          "| analysis CPU per snapshot (s) | snapshots (skipped) |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          "| extra CPU | blocked per snapshot, median / max (ms) | copy weights once into kept buffers / clone them, in situ (ms) "
+          "| analysis CPU per snapshot (s) | snapshots (skipped) | step outside snapshots, median (ms) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for config, rs in runs.items():
         wall = med(r["wall_s"] for r in rs)
         best = min(r["wall_s"] for r in rs)
@@ -215,6 +239,7 @@ def main() -> None:
         slow_best = f"{100 * (best / base_min - 1):+.1f} %" if base_min else "-"
         extra_cpu = f"{100 * (cpu / base_cpu - 1):+.1f} %" if base_cpu else "-"
         clone = med(med(r["clone_s"]) for r in rs) * 1e3
+        copy = med(med(r["copy_s"]) for r in rs) * 1e3
         if "mean_blocking_s" in rs[0]:
             blocked = (f"{med(r['median_blocking_s'] for r in rs) * 1e3:.2f} / "
                        f"{max(r['max_blocking_s'] for r in rs) * 1e3:.1f}")
@@ -224,8 +249,8 @@ def main() -> None:
             snaps = f"{rs[0]['snapshots']} ({rs[0]['skipped']})"
         else:
             blocked = analysis = snaps = in_run = "-"
-        print(f"| {config} | {wall:.2f} | {slow} | {slow_best} | {in_run} | {extra_cpu} | {blocked} | {clone:.2f} "
-              f"| {analysis} | {snaps} |")
+        print(f"| {config} | {wall:.2f} | {slow} | {slow_best} | {in_run} | {extra_cpu} | {blocked} | {copy:.2f} / {clone:.2f} "
+              f"| {analysis} | {snaps} | {1e3 * med(r['quiet_step_s'] for r in rs):.1f} |")
     print("\nall runs:", json.dumps(runs), file=sys.stderr)
 
 

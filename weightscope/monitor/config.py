@@ -20,9 +20,11 @@ DEFAULT_METHODS: tuple[str, ...] = ("basic_stats", "spectral", "quantization")
 #: Always scanned: the NaN/Inf rule and the charts' norms need it, and it costs one pass.
 ALWAYS = "basic_stats"
 SINK_KINDS = ("tensorboard", "wandb", "jsonl")
-#: With ``full_scan_every="auto"``: the share of the machine's CPU time (all cores) the heavy
-#: methods may use, averaged over the run. 2 %: on 2 cores, ~0.04 s of analysis per second of training.
-DEFAULT_ANALYSIS_BUDGET = 0.02
+#: With ``full_scan_every="auto"``: the share of CPU time the heavy methods may use, averaged
+#: over the run, counting the cores training leaves idle (at least one core).
+#: 1 %: training that keeps every core busy is slowed by about 1 % by them (each CPU second of
+#: analysis then costs it a wall second); with 8 idle cores, 0.08 s of analysis per second.
+DEFAULT_ANALYSIS_BUDGET = 0.01
 
 
 def _positive_int(name: str, value: Any, minimum: int = 1) -> int:
@@ -125,7 +127,7 @@ class MonitorConfig:
             _positive_int("full_scan_every", full_scan_every)
         if isinstance(analysis_budget, bool) or not isinstance(analysis_budget, (int, float)) \
                 or not 0 < analysis_budget <= 1:
-            raise ConfigError(f"analysis_budget must be a share of the CPU time > 0 (0.02 = 2 %), got {analysis_budget!r}")
+            raise ConfigError(f"analysis_budget must be a share of the CPU time > 0 (0.01 = 1 %), got {analysis_budget!r}")
         for name, value in (("log_histograms", log_histograms), ("background", background),
                             ("save_baseline", save_baseline)):
             if not isinstance(value, bool):

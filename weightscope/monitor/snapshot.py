@@ -70,12 +70,15 @@ class BufferPool:
         self._free: dict[tuple[tuple[int, ...], torch.dtype, bool], list[torch.Tensor]] = {}
         self._lock = threading.Lock()
 
-    def take(self, shape: tuple[int, ...], dtype: torch.dtype, *, pinned: bool = False) -> torch.Tensor:
+    def take_many(self, specs: list[tuple[tuple[int, ...], torch.dtype, bool]]) -> list[torch.Tensor]:
+        """One buffer per ``(shape, dtype, pinned)``, under one acquisition of the lock."""
+        out: list[torch.Tensor | None] = []
         with self._lock:
-            free = self._free.get((shape, dtype, pinned))
-            if free:
-                return free.pop()
-        return torch.empty(shape, dtype=dtype, pin_memory=pinned)
+            for spec in specs:
+                free = self._free.get(spec)
+                out.append(free.pop() if free else None)
+        return [b if b is not None else torch.empty(shape, dtype=dtype, pin_memory=pinned)
+                for b, (shape, dtype, pinned) in zip(out, specs)]
 
     def give(self, tensors: list[torch.Tensor]) -> None:
         with self._lock:
@@ -271,24 +274,24 @@ def take_snapshot(
         tensors: dict[str, torch.Tensor] = {}
         pooled: list[torch.Tensor] = []
         event = None
+        if sharding == "dtensor":  # collective: every rank, same order
+            chosen = [(key, p.full_tensor() if _is_dtensor(p) else p) for key, p in chosen]
+        if not keep:
+            return None
         any_gpu = False
-        for key, param in chosen:  # no_grad: the copies take no autograd history, no detach() needed
-            t = param.full_tensor() if sharding == "dtensor" and _is_dtensor(param) else param  # collective
-            if not keep:
-                continue
-            if target.type == "cpu":
-                on_gpu = t.device.type == "cuda"
-                any_gpu = any_gpu or on_gpu
-                buf = pool.take(tuple(t.shape), t.dtype, pinned=on_gpu)
-                buf.copy_(t, non_blocking=on_gpu)
-                pooled.append(buf)
+        if target.type == "cpu":
+            specs = [(tuple(p.shape), p.dtype, p.is_cuda) for _, p in chosen]
+            any_gpu = any(gpu for _, _, gpu in specs)
+            pooled = pool.take_many(specs)
+            # no_grad: the copies take no autograd history, no detach() needed
+            for buf, (key, p), spec in zip(pooled, chosen, specs):
+                buf.copy_(p, non_blocking=spec[2])
                 tensors[key] = buf
-            else:
-                tensors[key] = t.to(target, copy=True)
+        else:
+            for key, p in chosen:
+                tensors[key] = p.to(target, copy=True)
         if target.type == "cuda" or any_gpu:
             event = torch.cuda.Event()
             event.record()
-    if not keep:
-        return None
     release = (lambda: pool.give(pooled)) if pooled else None
     return Snapshot(step, tensors, frozen, time.perf_counter() - t0, event, release)
