@@ -227,16 +227,20 @@ def main() -> None:
     base_cpu = med(r["cpu_s"] for r in runs["none"]) if "none" in runs else None
     print(f"\n{args.steps} steps, snapshot / watch every {args.every} steps, median of {args.repeats} runs, "
           f"{os.cpu_count()} cores, torch threads {runs[configs[0]][0]['torch_threads']}\n")
-    print("| configuration | wall time, median (s) | slowdown, median | slowdown, best run | in-run estimate "
+    print("| configuration | wall time, median (s) | slowdown, median | slowdown, paired | slowdown, best run "
+          "| in-run estimate "
           "| extra CPU | blocked per snapshot, median / max (ms) | copy weights once into kept buffers / clone them, in situ (ms) "
           "| analysis CPU per snapshot (s) | snapshots (skipped) | step outside snapshots, median (ms) |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for config, rs in runs.items():
         wall = med(r["wall_s"] for r in rs)
         best = min(r["wall_s"] for r in rs)
         cpu = med(r["cpu_s"] for r in rs)
         slow = f"{100 * (wall / base - 1):+.1f} %" if base else "-"
         slow_best = f"{100 * (best / base_min - 1):+.1f} %" if base_min else "-"
+        # Each repeat's run against the baseline run of the same round: drift between rounds cancels.
+        paired = (f"{100 * (med(r['wall_s'] / b['wall_s'] for r, b in zip(rs, runs['none'])) - 1):+.1f} %"
+                  if base else "-")
         extra_cpu = f"{100 * (cpu / base_cpu - 1):+.1f} %" if base_cpu else "-"
         clone = med(med(r["clone_s"]) for r in rs) * 1e3
         copy = med(med(r["copy_s"]) for r in rs) * 1e3
@@ -249,7 +253,7 @@ def main() -> None:
             snaps = f"{rs[0]['snapshots']} ({rs[0]['skipped']})"
         else:
             blocked = analysis = snaps = in_run = "-"
-        print(f"| {config} | {wall:.2f} | {slow} | {slow_best} | {in_run} | {extra_cpu} | {blocked} | {copy:.2f} / {clone:.2f} "
+        print(f"| {config} | {wall:.2f} | {slow} | {paired} | {slow_best} | {in_run} | {extra_cpu} | {blocked} | {copy:.2f} / {clone:.2f} "
               f"| {analysis} | {snaps} | {1e3 * med(r['quiet_step_s'] for r in rs):.1f} |")
     print("\nall runs:", json.dumps(runs), file=sys.stderr)
 
