@@ -43,6 +43,7 @@ class _Job:
     kind: str
     full: bool
     emit: bool = True
+    charged: float = 0.0  # CPU seconds charged to the budget when the job was decided (an estimate)
 
 
 class WeightMonitor:
@@ -145,7 +146,10 @@ class WeightMonitor:
         self._periodic = 0  # periodic snapshots taken, for full_scan_every=k
         self._cores = cpu_count()
         self._full_cost: float | None = None  # CPU seconds of the last full analysis (analysis thread)
-        self._last_full_at: float | None = None  # wall clock when the last full snapshot was taken
+        # The budget as a bucket, in CPU seconds: earned (training thread) and spent on full analyses
+        # (charged when decided, corrected by the analysis thread when the real cost is known).
+        self._earned = 0.0
+        self._spent = 0.0
         self._usage_mark: tuple[float, float, float] | None = None  # (wall, process CPU, analysis CPU) then
         self._coll: Collectives | None = None
         self._started = False
@@ -358,7 +362,8 @@ class WeightMonitor:
         self.stats.snapshots += 1
         self.stats.blocking_s.append(snap.blocking_s)
         self.stats.snapshot_bytes = snap.nbytes
-        job = _Job(snap, kind, self._full_due(kind), emit=emit)
+        full, charged = self._full_due(kind)
+        job = _Job(snap, kind, full, emit=emit, charged=charged)
         if self.config.background and kind != "final":
             self._worker.submit(job)
         else:
@@ -370,37 +375,46 @@ class WeightMonitor:
             self._drain()
         return True
 
-    def _full_due(self, kind: str) -> bool:
-        """Whether this snapshot gets every method or only ``basic_stats`` (+ drift).
+    def _full_due(self, kind: str) -> tuple[bool, float]:
+        """Whether this snapshot gets every method or only ``basic_stats`` (+ drift), and the CPU
+        seconds charged to the budget for it.
 
-        ``full_scan_every="auto"``: full when the time since the last full
-        snapshot would pay for the last full analysis's CPU time within
+        ``full_scan_every="auto"``: the budget is a bucket. It earns
         ``analysis_budget`` of the CPU time of the cores training left idle
-        (at least one core's). Cheap models thus get every snapshot full; a
-        model whose spectra take minutes gets them every so often, while NaN
-        checks and drift run at every snapshot. A full analysis under
-        ``ALWAYS_FULL_BELOW_S`` of CPU is never thinned, so small models give
-        the same records run after run.
+        (at least one core's) and pays for every full analysis, the baseline's
+        included; a periodic snapshot is full when the bucket holds the last
+        full analysis's cost. It never holds more than that, so a thinned
+        stretch is not followed by a burst. Cheap models thus get every
+        snapshot full; a model whose spectra take minutes gets them every so
+        often, while NaN checks and drift run at every snapshot. A full
+        analysis under ``ALWAYS_FULL_BELOW_S`` of CPU is never thinned, so
+        small models give the same records run after run.
         """
         cfg = self.config
         now = _wall_clock()
+        cost = self._full_cost
+        if self._usage_mark is not None:
+            with self._state_lock:
+                self._earned = min(self._earned + (now - self._usage_mark[0]) * cfg.analysis_budget
+                                   * self._spare_cores(now), self._spent + (cost or 0.0))
+        self._usage_mark = (now, _process_clock(), self.stats.analysis_cpu_s)
         if kind == "periodic":
             self._periodic += 1
             if cfg.full_scan_every == "auto":
-                cost, last = self._full_cost, self._last_full_at
-                full = (cost is None or last is None or cost < ALWAYS_FULL_BELOW_S
-                        or (now - last) * cfg.analysis_budget * self._spare_cores(now) >= cost)
+                with self._state_lock:
+                    full = cost is None or cost < ALWAYS_FULL_BELOW_S or self._earned - self._spent >= cost
             else:
                 full = self._periodic % int(cfg.full_scan_every) == 0
         else:
             full = True  # baseline, resume and final are always complete
-        if full:
-            self._last_full_at = now
-            self._usage_mark = (now, _process_clock(), self.stats.analysis_cpu_s)
-        return full
+        charged = (cost or 0.0) if full else 0.0
+        if charged:
+            with self._state_lock:
+                self._spent += charged
+        return full, charged
 
     def _spare_cores(self, now: float) -> float:
-        """Cores training left idle since the last full snapshot, at least one.
+        """Cores training left idle since the last snapshot decision, at least one.
 
         Training on CPU keeps every core busy (torch's intra-op threads), so
         each CPU second of analysis costs it about a second of wall time, and
@@ -472,6 +486,8 @@ class WeightMonitor:
         self._prev = snap
         if job.full and snap.tensors:
             self._full_cost = _cpu_clock() - cpu0
+            with self._state_lock:
+                self._spent += self._full_cost - job.charged  # the real cost, not the estimate
         # The next snapshot's buffers, allocated and touched here rather than on the training loop's clock.
         self._pool.reserve(snap.tensors.values())
         return Analysis(snap.step, results, diff_prev, diff_base, hists, sorted(snap.frozen),
