@@ -191,46 +191,15 @@ def test_disabled_wandb_works(tmp_path, monkeypatch):
     assert [a.rule for a in monitor.alerts] == ["nan"]
 
 
-def test_full_scans_thin_out_when_they_cost_more_than_the_budget(tmp_path, monkeypatch):
-    import weightscope.monitor.monitor as mon
-
-    wall, cpu = {"t": 0.0}, {"t": 0.0}
-
-    def cpu_clock():  # every analysis "takes" 1 s of CPU
-        cpu["t"] += 1.0
-        return cpu["t"]
-
-    monkeypatch.setattr(mon, "_wall_clock", lambda: wall["t"])
-    monkeypatch.setattr(mon, "_cpu_clock", cpu_clock)
-    monkeypatch.setattr(mon, "_process_clock", lambda: 0.0)
-    monitor = WeightMonitor(every_n_steps=1, methods=["basic_stats", "spectral"], output_dir=tmp_path,
-                            analysis_budget=0.1, background=False)
-    monitor._cores = 1  # the budget is a share of the cores training leaves idle (at least one): one here
-    monitor.keep_records = 100
-    torch.manual_seed(0)
-    model = TinyNet()
-    monitor.start(model, 0)
-    for step in range(1, 13):
-        wall["t"] += 2.5  # 2.5 s per step: at 10 % of a core, a 1 s analysis may run every 10 s, every 4th step
-        monitor.step(model, step)
-    monitor.close(model, 13)
-    assert [r.step for r in monitor.records] == list(range(14))
-    # The baseline's full analysis is paid for too: the first periodic full one waits for 2 s of credit.
-    assert [r.step for r in monitor.records if "spectral" in r.methods] == [0, 8, 12, 13]
-    assert all(r.methods[0] == "basic_stats" and (r.diff_prev or r.step == 0) for r in monitor.records)
-
-
-@pytest.mark.parametrize("training_cores, full_steps", [
-    (4.0, [0, 8, 12, 13]),  # training keeps all 4 cores busy: the budget is 10 % of one core, as above
-    (2.0, [0, 4, 6, 8, 10, 12, 13]),  # 2 idle cores: 20 % of one, a 1 s analysis every 5 s
-    (0.0, [0, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13]),  # 4 idle cores: 40 %, every 2.5 s step
-])
-def test_the_budget_grows_with_the_cores_training_leaves_idle(tmp_path, monkeypatch, training_cores, full_steps):
+def simulate_budget(tmp_path, monkeypatch, *, cores, gaps, training_cores=None):
+    """A monitor on simulated clocks: ``gaps[i]`` wall seconds before step i + 1, every full
+    analysis "takes" 1 s of CPU, budget 10 %. ``training_cores``: the cores training keeps busy
+    (None: the process clock stands still). Returns the records, oldest first."""
     import weightscope.monitor.monitor as mon
 
     clock = {"wall": 0.0, "analysis": 0.0, "training": 0.0}
 
-    def cpu_clock():  # the analysis thread's clock: a full analysis "takes" 1 s, as above
+    def cpu_clock():  # the analysis thread's clock, read at the start and end of a full analysis
         clock["analysis"] += 1.0
         return clock["analysis"]
 
@@ -240,43 +209,47 @@ def test_the_budget_grows_with_the_cores_training_leaves_idle(tmp_path, monkeypa
     monkeypatch.setattr(mon, "_process_clock", lambda: clock["training"] + monitor.stats.analysis_cpu_s)
     monitor = WeightMonitor(every_n_steps=1, methods=["basic_stats", "spectral"], output_dir=tmp_path,
                             analysis_budget=0.1, background=False)
-    monitor._cores = 4
+    monitor._cores = cores
     monitor.keep_records = 100
     torch.manual_seed(0)
     model = TinyNet()
     monitor.start(model, 0)
-    for step in range(1, 13):
-        clock["wall"] += 2.5
-        clock["training"] += 2.5 * training_cores
+    for step, gap in enumerate(gaps, start=1):
+        clock["wall"] += gap
+        clock["training"] += gap * (training_cores or 0.0)
         monitor.step(model, step)
-    monitor.close(model, 13)
-    assert [r.step for r in monitor.records if "spectral" in r.methods] == full_steps
+    monitor.close(model, len(gaps) + 1)
+    return monitor.records
+
+
+def _full(records):
+    return [r.step for r in records if "spectral" in r.methods]
+
+
+def test_full_scans_thin_out_when_they_cost_more_than_the_budget(tmp_path, monkeypatch):
+    # 2.5 s per step: at 10 % of a core, a 1 s analysis may run every 10 s, every 4th step.
+    records = simulate_budget(tmp_path, monkeypatch, cores=1, gaps=[2.5] * 12)
+    assert [r.step for r in records] == list(range(14))
+    # The baseline's full analysis is paid for too: the first periodic full one waits for 2 s of credit.
+    assert _full(records) == [0, 8, 12, 13]
+    assert all(r.methods[0] == "basic_stats" and (r.diff_prev or r.step == 0) for r in records)
+
+
+@pytest.mark.parametrize("training_cores, full_steps", [
+    (4.0, [0, 8, 12, 13]),  # training keeps all 4 cores busy: the budget is 10 % of one core, as above
+    (2.0, [0, 4, 6, 8, 10, 12, 13]),  # 2 idle cores: 20 % of one, a 1 s analysis every 5 s
+    (0.0, [0, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13]),  # 4 idle cores: 40 %, every 2.5 s step
+])
+def test_the_budget_grows_with_the_cores_training_leaves_idle(tmp_path, monkeypatch, training_cores, full_steps):
+    records = simulate_budget(tmp_path, monkeypatch, cores=4, gaps=[2.5] * 12, training_cores=training_cores)
+    assert _full(records) == full_steps
 
 
 def test_budget_credit_is_capped_so_a_long_pause_brings_no_burst(tmp_path, monkeypatch):
-    import weightscope.monitor.monitor as mon
-
-    wall, cpu = {"t": 0.0}, {"t": 0.0}
-
-    def cpu_clock():
-        cpu["t"] += 1.0
-        return cpu["t"]
-
-    monkeypatch.setattr(mon, "_wall_clock", lambda: wall["t"])
-    monkeypatch.setattr(mon, "_cpu_clock", cpu_clock)
-    monkeypatch.setattr(mon, "_process_clock", lambda: 0.0)
-    monitor = WeightMonitor(every_n_steps=1, methods=["basic_stats", "spectral"], output_dir=tmp_path,
-                            analysis_budget=0.1, background=False)
-    monitor._cores = 1
-    monitor.keep_records = 100
-    model = TinyNet()
-    monitor.start(model, 0)
-    for step in range(1, 13):
-        wall["t"] += 100.0 if step == 3 else 2.5  # a 100 s pause (evaluation, say) before step 3
-        monitor.step(model, step)
-    monitor.close(model, 13)
+    gaps = [2.5, 2.5, 100.0] + [2.5] * 9  # a 100 s pause (evaluation, say) before step 3
+    records = simulate_budget(tmp_path, monkeypatch, cores=1, gaps=gaps)
     # After the pause one full analysis, then the regular pace: one per 10 s (4 steps), not ten in a row.
-    assert [r.step for r in monitor.records if "spectral" in r.methods] == [0, 3, 7, 11, 13]
+    assert _full(records) == [0, 3, 7, 11, 13]
 
 
 def test_full_scan_every_k(tmp_path):
