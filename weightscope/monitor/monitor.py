@@ -369,7 +369,7 @@ class WeightMonitor:
         else:
             # The final snapshot is analysed here: training is over and close() would wait for it
             # anyway, and this thread has training's torch threads and priority (measured: 0.17 s on
-            # the analysis thread, 0.07 s here). Earlier jobs first, so records stay in step order.
+            # the analysis thread, 0.13 s here). Earlier jobs first, so records stay in step order.
             self._worker.join()
             self._handle(job)
             self._drain()
