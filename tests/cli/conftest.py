@@ -1,19 +1,8 @@
-import json
 import os
 import subprocess
 import sys
 
 import pytest
-
-
-def _reject(token):
-    raise AssertionError(f"non-strict JSON token {token}")
-
-
-def strict_load(path):
-    """json.load that fails on NaN / Infinity, as a strict JSON parser would."""
-    with open(path) as fh:
-        return json.load(fh, parse_constant=_reject)
 
 
 @pytest.fixture

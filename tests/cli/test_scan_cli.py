@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import strict_load
+from strict_json import strict_load
 from safetensors.torch import save_file
 
 from weightscope import __version__
