@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import random
 import statistics
@@ -186,8 +187,8 @@ def one_run(config: str, steps: int, every: int, workdir: Path) -> dict:
     result["copy_s"] = clock.copy_s
     steps_s = [b - a for a, b in zip(clock.ends, clock.ends[1:])]
     # The typical step outside snapshots: a slowdown of every step would show here, not in-run.
-    result["quiet_step_s"] = statistics.median(
-        d for i, d in enumerate(steps_s) if not (clock.busy[i] or (i and clock.busy[i - 1])))
+    quiet = [d for i, d in enumerate(steps_s) if not (clock.busy[i] or (i and clock.busy[i - 1]))]
+    result["quiet_step_s"] = statistics.median(quiet) if quiet else float("nan")  # nan: a run too short
     result["torch_threads"] = torch.get_num_threads()
     return result
 
@@ -229,7 +230,8 @@ def main() -> None:
           f"{os.cpu_count()} cores, torch threads {runs[configs[0]][0]['torch_threads']}\n")
     print("| configuration | wall time, median (s) | slowdown, median | slowdown, paired | slowdown, best run "
           "| in-run estimate "
-          "| extra CPU | blocked per snapshot, median / max (ms) | copy weights once into kept buffers / clone them, in situ (ms) "
+          "| extra CPU | blocked per snapshot, median / max (ms) "
+          "| copy weights once into kept buffers / clone them, in situ (ms) "
           "| analysis CPU per snapshot (s) | snapshots (skipped) | step outside snapshots, median (ms) |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for config, rs in runs.items():
@@ -242,8 +244,8 @@ def main() -> None:
         paired = (f"{100 * (med(r['wall_s'] / b['wall_s'] for r, b in zip(rs, runs['none'])) - 1):+.1f} %"
                   if base else "-")
         extra_cpu = f"{100 * (cpu / base_cpu - 1):+.1f} %" if base_cpu else "-"
-        clone = med(med(r["clone_s"]) for r in rs) * 1e3
-        copy = med(med(r["copy_s"]) for r in rs) * 1e3
+        clone = med(med(r["clone_s"] or [math.nan]) for r in rs) * 1e3
+        copy = med(med(r["copy_s"] or [math.nan]) for r in rs) * 1e3
         if "mean_blocking_s" in rs[0]:
             blocked = (f"{med(r['median_blocking_s'] for r in rs) * 1e3:.2f} / "
                        f"{max(r['max_blocking_s'] for r in rs) * 1e3:.1f}")
@@ -253,7 +255,8 @@ def main() -> None:
             snaps = f"{rs[0]['snapshots']} ({rs[0]['skipped']})"
         else:
             blocked = analysis = snaps = in_run = "-"
-        print(f"| {config} | {wall:.2f} | {slow} | {paired} | {slow_best} | {in_run} | {extra_cpu} | {blocked} | {copy:.2f} / {clone:.2f} "
+        print(f"| {config} | {wall:.2f} | {slow} | {paired} | {slow_best} | {in_run} | {extra_cpu} | {blocked} "
+              f"| {copy:.2f} / {clone:.2f} "
               f"| {analysis} | {snaps} | {1e3 * med(r['quiet_step_s'] for r in rs):.1f} |")
     print("\nall runs:", json.dumps(runs), file=sys.stderr)
 

@@ -41,5 +41,6 @@ def test_records_of_a_cuda_model_equal_a_direct_scan_of_its_weights(tmp_path, de
         for key, res in direct.items():
             layer = key.removesuffix(".weight")
             for method, stat in (("basic_stats", "l2_norm"), ("spectral", "condition_number")):
-                assert rec.results[layer][method][stat] == pytest.approx(res[method][stat], rel=1e-7)  # cuSOLVER vs LAPACK: ~4e-9 seen
+                # cuSOLVER vs LAPACK: up to ~4e-9 relative seen on an H100
+                assert rec.results[layer][method][stat] == pytest.approx(res[method][stat], rel=1e-7)
     assert monitor.stats.snapshots == 4 and max(monitor.stats.blocking_s) < 1.0
