@@ -148,8 +148,6 @@ def one_run(config: str, steps: int, every: int, workdir: Path) -> dict:
         os.environ.update(WANDB_MODE="offline", WANDB_SILENT="true", WANDB_DIR=str(workdir))
         run = wandb.init(project="weightscope-bench", mode="offline")
         run.watch(model, log="parameters", log_freq=every)
-    elif config == "none_set_threads":  # no monitoring, but torch.set_num_threads called once
-        torch.set_num_threads(torch.get_num_threads())
     elif config != "none":
         raise SystemExit(f"unknown config {config}")
     callbacks.append(clock)  # after WeightScope's: its hook has snapshotted when the clock reads the time
