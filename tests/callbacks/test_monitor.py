@@ -125,7 +125,8 @@ def test_skips_and_warns_once_when_analysis_falls_behind(tmp_path, caplog, monke
     real = mon.scan_tensors
 
     def slow_scan(*args, **kwargs):
-        gate.wait(10)
+        if threading.current_thread() is not threading.main_thread():
+            gate.wait(10)
         return real(*args, **kwargs)
 
     monkeypatch.setattr(mon, "scan_tensors", slow_scan)
@@ -133,14 +134,37 @@ def test_skips_and_warns_once_when_analysis_falls_behind(tmp_path, caplog, monke
     torch.manual_seed(0)
     model = TinyNet()
     with caplog.at_level(logging.WARNING, logger="weightscope.monitor"):
-        monitor.start(model, 0)
-        for step in range(1, 5):
-            monitor.step(model, step)  # the baseline is still in analysis: all skipped
+        monitor.start(model, 0)  # CPU weights: the baseline is analysed here, before training
+        for step in range(1, 6):
+            monitor.step(model, step)  # step 1 is still in analysis: 2 to 5 are skipped
         gate.set()
-        monitor.close(model, 5)  # the final snapshot is never skipped
+        monitor.close(model, 6)  # the final snapshot is never skipped
     assert monitor.stats.skipped == 4
     assert sum("analysis is behind" in r.getMessage() for r in caplog.records) == 1
-    assert [r["step"] for r in read_jsonl(tmp_path / "weightscope.jsonl")] == [0, 5]
+    assert [r["step"] for r in read_jsonl(tmp_path / "weightscope.jsonl")] == [0, 1, 6]
+
+
+def test_baseline_of_cpu_weights_is_analysed_before_training_the_rest_in_the_background(tmp_path, monkeypatch):
+    import weightscope.monitor.monitor as mon
+
+    threads = []
+    real = mon.scan_tensors
+
+    def scan(*args, **kwargs):
+        threads.append(threading.current_thread().name)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(mon, "scan_tensors", scan)
+    monitor = WeightMonitor(every_n_steps=2, methods="basic_stats", output_dir=tmp_path, max_pending=16)
+    model = TinyNet()
+    monitor.start(model, 0)
+    assert [r.step for r in monitor.records] == [0] and monitor.stats.start_wait_s > 0
+    for step in (1, 2):
+        monitor.step(model, step)
+    monitor.close(model, 3)
+    main = threading.main_thread().name
+    assert threads == [main, "weightscope-monitor", main]  # baseline, periodic, final
+    assert [r.step for r in monitor.records] == [0, 2, 3]
 
 
 @pytest.mark.parametrize("kwargs, match", [
@@ -274,7 +298,8 @@ def test_analysis_thread_keeps_its_own_torch_thread_count(tmp_path, monkeypatch)
     before = torch.get_num_threads()
     monitor = WeightMonitor(every_n_steps=2, methods="basic_stats", output_dir=tmp_path, max_pending=16)
     train(monitor, steps=4)
-    assert seen and all(name == "weightscope-monitor" and n == 1 for name, n in seen)
+    on_worker = [n for name, n in seen if name == "weightscope-monitor"]
+    assert on_worker == [1, 1]  # steps 2 and 4; the baseline is analysed on the training thread
     assert torch.get_num_threads() == before
     # threads started later still get the process default, not the analysis thread's 1
     out = []

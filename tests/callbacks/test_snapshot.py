@@ -56,6 +56,26 @@ def test_bound_selection_follows_replaced_added_and_frozen_parameters():
     model[3].extra = torch.nn.Parameter(torch.ones(5, 5))
     assert "3.extra" in _snap(model, selector, pool, 4).tensors
 
+    # The same parameter object with new data of another shape.
+    model[3].weight.data = torch.full((2, 4), 5.0)
+    assert torch.equal(_snap(model, selector, pool, 5).tensors["3"], torch.full((2, 4), 5.0))
+
+
+def test_released_buffers_are_reused_and_a_new_selection_drops_the_old_ones():
+    model, selector, pool = _net(), Selector(), BufferPool()
+    first = _snap(model, selector, pool)
+    ptrs = {k: t.data_ptr() for k, t in first.tensors.items()}
+    first.release()
+    with torch.no_grad():
+        model[0].weight.add_(1.0)
+    second = _snap(model, selector, pool, 1)
+    assert {k: t.data_ptr() for k, t in second.tensors.items()} == ptrs  # the same memory, new values
+    assert torch.equal(second.tensors["0"], model[0].weight)
+    model.append(torch.nn.Linear(4, 3))  # a new selection: sets for the old one are not kept
+    second.release()
+    third = _snap(model, selector, pool, 2)
+    assert list(third.tensors) == ["0", "2", "3"] and pool._free == []
+
 
 def test_one_selector_serves_one_model_at_a_time():
     a, b = _net(), torch.nn.Sequential(torch.nn.Linear(5, 5))

@@ -44,6 +44,8 @@ class MonitorStats:
     analysis_cpu_s: float = 0.0
     #: How long :meth:`WeightMonitor.close` waited for the last analyses (the end of training waits that long).
     close_wait_s: float = 0.0
+    #: How long :meth:`WeightMonitor.start` analysed the baseline on the training thread (CPU weights only).
+    start_wait_s: float = 0.0
 
     @property
     def mean_blocking_s(self) -> float:
@@ -63,6 +65,7 @@ class MonitorStats:
             "mean_blocking_s": self.mean_blocking_s, "max_blocking_s": self.max_blocking_s,
             "mean_analysis_s": self.mean_analysis_s, "total_logging_s": sum(self.logging_s),
             "analysis_cpu_s": self.analysis_cpu_s, "close_wait_s": self.close_wait_s,
+            "start_wait_s": self.start_wait_s,
         }
 
 

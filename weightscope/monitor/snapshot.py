@@ -29,6 +29,10 @@ from ..core.engine import select_tensors
 from ..sources import MemorySource
 
 
+#: What a host buffer is made for: (shape, dtype, pinned).
+Spec = tuple[tuple[int, ...], torch.dtype, bool]
+
+
 @dataclass
 class Snapshot:
     """Copies of the selected weights at one step, keyed by layer name."""
@@ -37,6 +41,10 @@ class Snapshot:
     tensors: dict[str, torch.Tensor]
     frozen: frozenset[str] = frozenset()
     blocking_s: float = 0.0
+    #: The weights were on an accelerator (training is not competing with analysis for the cores).
+    from_gpu: bool = False
+    #: What host buffers this snapshot was copied into (empty for device-side copies).
+    specs: tuple[Spec, ...] = ()
     _event: Any = None
     _release: Callable[[], None] | None = field(default=None, repr=False)
 
@@ -59,44 +67,47 @@ class Snapshot:
 
 
 class BufferPool:
-    """Host buffers by (shape, dtype), reused across snapshots.
+    """Sets of host buffers, one buffer per selected tensor, reused across snapshots.
 
     Fresh memory costs page faults on first touch (a multi-MB clone is mostly
     faulting, not copying) and pinning costs a driver call, so the buffers of
-    a snapshot that is no longer needed go back here for the next one.
+    a snapshot that is no longer needed go back here for the next one. Whole
+    sets, keyed by the selection's specs: one lookup while training waits.
+    Sets for an older selection (a layer was added, say) are dropped.
     """
 
     def __init__(self) -> None:
-        self._free: dict[tuple[tuple[int, ...], torch.dtype, bool], list[torch.Tensor]] = {}
+        self._specs: tuple[Spec, ...] | None = None
+        self._free: list[list[torch.Tensor]] = []
         self._lock = threading.Lock()
 
-    def take_many(self, specs: list[tuple[tuple[int, ...], torch.dtype, bool]]) -> list[torch.Tensor]:
-        """One buffer per ``(shape, dtype, pinned)``, under one acquisition of the lock."""
-        out: list[torch.Tensor | None] = []
+    def take(self, specs: tuple[Spec, ...]) -> list[torch.Tensor]:
         with self._lock:
-            for spec in specs:
-                free = self._free.get(spec)
-                out.append(free.pop() if free else None)
-        return [b if b is not None else torch.empty(shape, dtype=dtype, pin_memory=pinned)
-                for b, (shape, dtype, pinned) in zip(out, specs)]
+            if specs == self._specs and self._free:
+                return self._free.pop()
+            if specs != self._specs:
+                self._specs, self._free = specs, []
+        return [torch.empty(shape, dtype=dtype, pin_memory=pinned) for shape, dtype, pinned in specs]
 
-    def give(self, tensors: list[torch.Tensor]) -> None:
+    def give(self, specs: tuple[Spec, ...], buffers: list[torch.Tensor]) -> None:
         with self._lock:
-            for t in tensors:
-                self._free.setdefault((tuple(t.shape), t.dtype, t.is_pinned()), []).append(t)
+            if specs == self._specs:
+                self._free.append(buffers)
 
-    def reserve(self, like: Iterable[torch.Tensor]) -> None:
-        """Make sure one free buffer like each of ``like`` is ready, its pages already faulted in."""
-        for t in like:
-            if t.device.type != "cpu":
-                continue  # device-side snapshots are not pooled
-            key = (tuple(t.shape), t.dtype, t.is_pinned())
-            with self._lock:
-                if self._free.get(key):
-                    continue
-            buf = torch.empty(key[0], dtype=key[1], pin_memory=key[2])
-            buf.zero_()  # first touch here, not during the copy the training loop waits for
-            self.give([buf])
+    def reserve(self, specs: tuple[Spec, ...]) -> None:
+        """Make sure one free set is ready, its pages already faulted in."""
+        if not specs:
+            return
+        with self._lock:
+            if specs == self._specs and self._free:
+                return
+        buffers = [torch.empty(shape, dtype=dtype, pin_memory=pinned) for shape, dtype, pinned in specs]
+        for b in buffers:
+            b.zero_()  # first touch here, not during the copy the training loop waits for
+        with self._lock:
+            if specs != self._specs:
+                self._specs, self._free = specs, []
+            self._free.append(buffers)
 
     def clear(self) -> None:
         with self._lock:
@@ -175,19 +186,40 @@ class _Registrations:
         cls.installed = True
 
 
+@dataclass(frozen=True)
+class Selected:
+    """The tensors a snapshot copies: layer keys, the tensors, the frozen keys, the buffers they need."""
+
+    keys: list[str]
+    tensors: list[torch.Tensor]
+    frozen: frozenset[str]
+    specs: tuple[Spec, ...]
+    on_gpu: bool
+
+    @classmethod
+    def of(cls, chosen: list[tuple[str, torch.Tensor]], frozen: frozenset[str]) -> Selected:
+        specs = tuple((tuple(t.shape), t.dtype, t.is_cuda) for _, t in chosen)
+        on_gpu = any(s[2] for s in specs) or any(t.device.type != "cpu" for _, t in chosen[:1])
+        return cls([k for k, _ in chosen], [t for _, t in chosen], frozen, specs, on_gpu)
+
+
 @dataclass
 class _Binding:
     """A model's selected parameters, with their owners, for a walk-free re-check."""
 
     model: weakref.ref[torch.nn.Module]  # not id(): a freed model's id can come back
     epoch: int
-    #: (layer key, owning module, attribute name, parameter, requires_grad at binding time)
-    entries: list[tuple[str, torch.nn.Module, str, torch.Tensor, bool]]
-    frozen: frozenset[str]
+    #: (owning module, attribute name, parameter, requires_grad and shape at binding time)
+    owners: list[tuple[torch.nn.Module, str, torch.Tensor, bool, tuple[int, ...]]]
+    selected: Selected
 
     def valid_for(self, model: torch.nn.Module) -> bool:
+        # Shapes and the device too: ``p.data = other`` and ``model.to()`` keep the objects.
+        tensors = self.selected.tensors
         return (self.model() is model and self.epoch == _Registrations.epoch
-                and all(m._parameters.get(n) is p and p.requires_grad == rg for _, m, n, p, rg in self.entries))
+                and (not tensors or tensors[0].is_cuda == self.selected.on_gpu)
+                and all(m._parameters.get(n) is p and p.requires_grad == rg and p.shape == shape
+                        for m, n, p, rg, shape in self.owners))
 
 
 @dataclass
@@ -223,16 +255,17 @@ class Selector:
         self._cache = (signature, chosen, frozen)
         return chosen, frozen
 
-    def bind(self, model: torch.nn.Module) -> tuple[list[tuple[str, torch.Tensor]], frozenset[str]]:
-        """``[(layer key, parameter)]`` of an unsharded model, and the frozen keys.
+    def bind(self, model: torch.nn.Module) -> Selected:
+        """The selected parameters of an unsharded model.
 
         After the first call, a check of the selected parameters' owners
         (about 1 µs each) replaces the walk over the whole module tree, which
-        on a cold cache took a third of a small model's snapshot.
+        on a cold cache took a third of a small model's snapshot; what the
+        copy needs (keys, buffer specs) is kept with the binding.
         """
         b = self._binding
         if b is not None and b.valid_for(model):
-            return [(key, p) for key, _, _, p, _ in b.entries], b.frozen
+            return b.selected
         _Registrations.install()
         epoch = _Registrations.epoch
         owners: dict[str, tuple[torch.nn.Module, str, torch.Tensor]] = {}
@@ -241,9 +274,10 @@ class Selector:
                 if p is not None:
                     owners[_clean(f"{prefix}.{pname}" if prefix else pname)] = (module, pname, p)
         chosen, frozen = self.select({name: p for name, (_, _, p) in owners.items()})
-        entries = [(key, *owners[name], owners[name][2].requires_grad) for key, name in chosen]
-        self._binding = _Binding(weakref.ref(model), epoch, entries, frozen)
-        return [(key, p) for key, _, _, p, _ in entries], frozen
+        picked = [(*owners[name], owners[name][2].requires_grad, tuple(owners[name][2].shape)) for _, name in chosen]
+        selected = Selected.of([(key, owners[name][2]) for key, name in chosen], frozen)
+        self._binding = _Binding(weakref.ref(model), epoch, picked, selected)
+        return selected
 
 
 def take_snapshot(
@@ -264,34 +298,38 @@ def take_snapshot(
     """
     t0 = time.perf_counter()
     pool = pool or BufferPool()
-    with torch.no_grad(), full_parameters(model, sharding):
+    with torch.no_grad():
         if sharding is None:
-            chosen, frozen = selector.bind(model)
-        else:  # gathered parameters are new objects at every gather: select by name each time
-            params = model_parameters(model)
-            names, frozen = selector.select(params)
-            chosen = [(key, params[name]) for key, name in names]
-        tensors: dict[str, torch.Tensor] = {}
-        pooled: list[torch.Tensor] = []
-        event = None
-        if sharding == "dtensor":  # collective: every rank, same order
-            chosen = [(key, p.full_tensor() if _is_dtensor(p) else p) for key, p in chosen]
-        if not keep:
-            return None
-        any_gpu = False
-        if target.type == "cpu":
-            specs = [(tuple(p.shape), p.dtype, p.is_cuda) for _, p in chosen]
-            any_gpu = any(gpu for _, _, gpu in specs)
-            pooled = pool.take_many(specs)
-            # no_grad: the copies take no autograd history, no detach() needed
-            for buf, (key, p), spec in zip(pooled, chosen, specs):
-                buf.copy_(p, non_blocking=spec[2])
-                tensors[key] = buf
+            sel = selector.bind(model)
         else:
-            for key, p in chosen:
-                tensors[key] = p.to(target, copy=True)
-        if target.type == "cuda" or any_gpu:
-            event = torch.cuda.Event()
-            event.record()
-    release = (lambda: pool.give(pooled)) if pooled else None
-    return Snapshot(step, tensors, frozen, time.perf_counter() - t0, event, release)
+            with full_parameters(model, sharding):
+                # Gathered parameters are new objects at every gather: select by name each time.
+                params = model_parameters(model)
+                names, frozen = selector.select(params)
+                chosen = [(key, params[name]) for key, name in names]
+                if sharding == "dtensor":  # collective: every rank, same order
+                    chosen = [(key, p.full_tensor() if _is_dtensor(p) else p) for key, p in chosen]
+                if not keep:
+                    return None
+                return _copy(Selected.of(chosen, frozen), step, target, pool, t0)
+        return _copy(sel, step, target, pool, t0) if keep else None
+
+
+def _copy(sel: Selected, step: int, target: torch.device, pool: BufferPool, t0: float) -> Snapshot:
+    """The copy itself (under no_grad: no autograd history, no detach() needed)."""
+    event = release = None
+    specs: tuple[Spec, ...] = ()
+    if target.type == "cpu":
+        buffers = pool.take(sel.specs)
+        for buf, t in zip(buffers, sel.tensors):
+            buf.copy_(t, non_blocking=sel.on_gpu)
+        tensors = dict(zip(sel.keys, buffers))
+        specs = sel.specs
+        if buffers:
+            release = lambda: pool.give(specs, buffers)  # noqa: E731
+    else:
+        tensors = {key: t.to(target, copy=True) for key, t in zip(sel.keys, sel.tensors)}
+    if target.type == "cuda" or sel.on_gpu:
+        event = torch.cuda.Event()
+        event.record()
+    return Snapshot(step, tensors, sel.frozen, time.perf_counter() - t0, sel.on_gpu, specs, event, release)
