@@ -261,6 +261,14 @@ def main() -> None:
         print(f"| {config} | {wall:.2f} | {slow} | {paired} | {slow_best} | {in_run} | {extra_cpu} | {blocked} "
               f"| {copy:.2f} / {clone:.2f} "
               f"| {analysis} | {snaps} | {1e3 * med(r['quiet_step_s'] for r in rs):.1f} |")
+    if "weightscope" in runs and "wandb_watch" in runs:
+        # The two monitored runs of each round against each other: the comparison the target is about.
+        pairs = list(zip(runs["weightscope"], runs["wandb_watch"]))
+        diffs = [w["wall_s"] - b["wall_s"] for w, b in pairs]
+        faster = sum(d < 0 for d in diffs)
+        print(f"\nweightscope - wandb_watch, same round: median {med(diffs):+.2f} s "
+              f"({100 * med(w['wall_s'] / b['wall_s'] for w, b in pairs) - 100:+.1f} %), "
+              f"weightscope faster in {faster} of {len(diffs)} rounds")
     print("\nall runs:", json.dumps(runs), file=sys.stderr)
 
 
