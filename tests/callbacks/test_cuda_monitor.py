@@ -44,3 +44,4 @@ def test_records_of_a_cuda_model_equal_a_direct_scan_of_its_weights(tmp_path, de
                 # cuSOLVER vs LAPACK: up to ~4e-9 relative seen on an H100
                 assert rec.results[layer][method][stat] == pytest.approx(res[method][stat], rel=1e-7)
     assert monitor.stats.snapshots == 4 and max(monitor.stats.blocking_s) < 1.0
+    assert monitor.stats.start_wait_s == 0.0  # GPU weights: the baseline went to the analysis thread

@@ -121,3 +121,24 @@ def test_demo_training_catches_the_planted_fault_and_compares(cli, tmp_path):
     lines = (tmp_path / "d" / "training" / "weightscope.jsonl").read_text().splitlines()
     assert len(lines) >= 90 // 6
     assert "tensorboard --logdir" in proc.stdout
+
+
+class HParams:
+    """A config object in a Lightning checkpoint's hyper_parameters: the CLI never imports this module."""
+
+    def __init__(self, lr):
+        self.lr = lr
+
+
+def test_lightning_ckpt_with_a_config_object_scans(cli, tmp_path):
+    g = torch.Generator().manual_seed(1)
+    w = torch.randn(24, 12, generator=g)
+    torch.save({"state_dict": {"model.fc.weight": w}, "global_step": 10, "hyper_parameters": {"cfg": HParams(0.1)}},
+               tmp_path / "last.ckpt")
+    out = tmp_path / "scan.json"
+    proc = cli("scan", "--model", tmp_path / "last.ckpt", "--methods", "basic_stats", "--output", out, "--quiet",
+               check_rc=0)
+    assert "test_scan_cli.HParams" in proc.stderr and "placeholders" in proc.stderr
+    bs = strict_load(out)["layers"]["model.fc"]["basic_stats"]
+    ref = w.double().numpy()
+    assert math.isclose(bs["mean"], ref.mean(), rel_tol=1e-12) and math.isclose(bs["std"], ref.std(), rel_tol=1e-12)

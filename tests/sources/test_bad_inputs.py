@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import logging
 import random
 import re
 import struct
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -107,12 +109,38 @@ def test_truncated_torch_file(tmp_path: Path) -> None:
 def test_code_in_pickle_is_refused_not_run(tmp_path: Path, legacy: bool) -> None:
     marker = tmp_path / "code-ran"
     path = tmp_path / "evil.pt"
-    torch.save({"w": torch.ones(2), "x": _TouchOnLoad(marker)}, path, _use_new_zipfile_serialization=not legacy)
+    # The legacy format is refused whatever sits beside the code; a zip file when no weights do.
+    payload = {"w": torch.ones(2), "x": _TouchOnLoad(marker)} if legacy else {"x": _TouchOnLoad(marker)}
+    torch.save(payload, path, _use_new_zipfile_serialization=not legacy)
     with pytest.raises(UnsafeCheckpointError, match="would run code from the file") as info:
         open_source(path)
     assert not marker.exists()
     assert str(path) in str(info.value) and "open" in str(info.value)  # names the global it refused
     assert isinstance(info.value, SourceError)
+
+
+@dataclass
+class _RunConfig:
+    """A config object, as ``save_hyperparameters()`` keeps it in a Lightning checkpoint."""
+
+    lr: float
+    widths: tuple[int, ...]
+
+
+def test_checkpoint_referencing_classes_is_read_with_placeholders(tmp_path: Path, caplog: Any) -> None:
+    marker = tmp_path / "code-ran"
+    torch.manual_seed(0)
+    state = {"layer.weight": torch.randn(8, 4), "layer.bias": torch.randn(8)}
+    hparams = {"cfg": _RunConfig(0.1, (4, 8)), "evil": _TouchOnLoad(marker)}
+    torch.save({"state_dict": state, "epoch": 2, "hyper_parameters": hparams}, tmp_path / "run.ckpt")
+    with caplog.at_level(logging.WARNING, logger="weightscope"):
+        src = open_source(tmp_path / "run.ckpt")
+    loaded = {r.name: r.load() for r in src.refs()}
+    assert set(loaded) == set(state)
+    assert all(torch.equal(loaded[k], v) for k, v in state.items())
+    assert not marker.exists()  # the open() the file asks for was never called
+    warned = " ".join(r.getMessage() for r in caplog.records)
+    assert "2 class(es) or function(s)" in warned and "_RunConfig" in warned and "io.open" in warned
 
 
 def test_whole_module_pickle_is_refused_with_a_way_out(tmp_path: Path) -> None:

@@ -1,7 +1,11 @@
 """``torch.save`` files: ``.pt``/``.pth``/``.bin`` state dicts and Lightning ``.ckpt``.
 
-Loaded with ``weights_only=True`` only, so nothing in the file can run code;
-files that need more are refused with :class:`UnsafeCheckpointError`. The
+Loaded with ``weights_only=True`` only, so nothing in the file can run code.
+Classes and functions the file references (a config object in a Lightning
+``.ckpt``'s ``hyper_parameters``, say) are replaced by inert placeholders
+when the weights lie outside them; files whose weights need code (a whole
+module saved with ``torch.save(model)``) are refused with
+:class:`UnsafeCheckpointError`. The
 zip format (torch >= 1.6) is memory-mapped, so "loading" the dict reads the
 pickle only and tensor data stays file-backed until used.
 """
@@ -36,11 +40,59 @@ def load_torch_checkpoint(path: Path) -> Any:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=is_zip)
     except pickle.UnpicklingError as exc:
         names = _unsafe_globals(path, exc, is_zip)
-        if names:
+        if not names:
+            raise SourceError(f"{path}: not a readable PyTorch checkpoint ({_first_line(exc.__context__ or exc)})") \
+                from None
+        obj = _load_with_placeholders(path, names) if is_zip else None
+        if obj is None:
             raise UnsafeCheckpointError(_unsafe_message(path, names)) from None
-        raise SourceError(f"{path}: not a readable PyTorch checkpoint ({_first_line(exc.__context__ or exc)})") from None
+        log.warning("%s: %d class(es) or function(s) the file references were replaced by inert placeholders "
+                    "(%s); the weights do not depend on them", path, len(names), _shown(names))
+        return obj
     except Exception as exc:  # noqa: BLE001 - whatever a damaged file makes torch.load raise, the file is unreadable
         raise SourceError(f"{path}: corrupt or truncated PyTorch checkpoint ({_first_line(exc)})") from None
+
+
+class _Placeholder:
+    """Stands in for a class or function a checkpoint references, so nothing of it is imported or run.
+
+    A Lightning ``.ckpt`` whose ``hyper_parameters`` hold a config object, say,
+    references that object's class; ``weights_only`` refuses the whole file for
+    it. A placeholder takes whatever the pickle gives it (constructor
+    arguments, state) and keeps it, inert.
+    """
+
+    qualname = "?"
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> _Placeholder:
+        return object.__new__(cls)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.args, self.kwargs = args, kwargs
+
+    def __setstate__(self, state: Any) -> None:
+        self.state = state
+
+    def __repr__(self) -> str:
+        return f"<placeholder for {self.qualname}>"
+
+
+def _load_with_placeholders(path: Path, names: list[str]) -> Any | None:
+    """The checkpoint with every global it references replaced by a placeholder, or None.
+
+    None when the pickle needs more than placeholders can give (a dict or
+    list subclass being filled), or when no tensor is left outside them (a
+    whole module saved with ``torch.save(model)``: its weights live inside
+    the placeholder of the module's class).
+    """
+    stubs = [(type(name.rsplit(".", 1)[-1], (_Placeholder,), {"qualname": name}), name) for name in names]
+    try:
+        with torch.serialization.safe_globals(stubs):
+            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # noqa: BLE001 - anything placeholders cannot satisfy: refuse as before
+        log.debug("placeholders were not enough for %s", path, exc_info=True)
+        return None
+    return obj if flatten_tensors(select_state_dict(obj)) else None
 
 
 def _unsafe_globals(path: Path, exc: BaseException, is_zip: bool) -> list[str]:
@@ -62,10 +114,13 @@ def _unsafe_globals(path: Path, exc: BaseException, is_zip: bool) -> list[str]:
     return sorted(set(_GLOBAL_RE.findall(text))) or ["<unknown>"]
 
 
+def _shown(names: list[str]) -> str:
+    return ", ".join(names[:5]) + (" ..." if len(names) > 5 else "")
+
+
 def _unsafe_message(path: Path, names: list[str]) -> str:
-    shown = ", ".join(names[:5]) + (" ..." if len(names) > 5 else "")
     return (
-        f"{path}: refused: loading it would run code from the file (it references {shown}), "
+        f"{path}: refused: loading it would run code from the file (it references {_shown(names)}), "
         "e.g. a whole model saved with torch.save(model). If you trust the file, load it in a "
         "trusted environment and save the weights alone: "
         'safetensors.torch.save_file(model.state_dict(), "model.safetensors"), then scan that'
