@@ -7,7 +7,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -368,6 +368,9 @@ class WeightMonitor:
             self._worker.submit(job)
         else:
             t0 = time.perf_counter()
+            if kind in ("baseline", "resume"):
+                log.info("weightscope: analysing the %s snapshot (%.0f MB) before the first step", kind,
+                         snap.nbytes / 2**20)
             self._worker.join()  # earlier jobs first, so records stay in step order
             self._handle(job)
             self._drain()
