@@ -285,8 +285,11 @@ def main() -> None:
         pairs = list(zip(runs["weightscope"], runs["wandb_watch"]))
         diffs = [w["wall_s"] - b["wall_s"] for w, b in pairs]
         faster = sum(d < 0 for d in diffs)
-        print(f"\nweightscope - wandb_watch, same round: median {med(diffs):+.2f} s "
-              f"({100 * med(w['wall_s'] / b['wall_s'] for w, b in pairs) - 100:+.1f} %), "
+        ratios = [w["wall_s"] / b["wall_s"] - 1 for w, b in pairs]
+        boot = random.Random(0)
+        meds = sorted(med(boot.choices(ratios, k=len(ratios))) for _ in range(4000))
+        print(f"\nweightscope - wandb_watch, same round: median {med(diffs):+.2f} s ({100 * med(ratios):+.1f} %, "
+              f"bootstrap 95 % interval {100 * meds[100]:+.1f} % to {100 * meds[-101]:+.1f} %), "
               f"weightscope faster in {faster} of {len(diffs)} rounds")
     print("\nall runs:", json.dumps(runs), file=sys.stderr)
 
