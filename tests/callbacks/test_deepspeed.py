@@ -1,12 +1,13 @@
 """DeepSpeed ZeRO-3 on CPU (its CPU accelerator, gloo), two processes: every rank joins the gather, rank 0 logs.
 
-Runs only where DeepSpeed is installed (it is not a WeightScope dependency):
-``pip install deepspeed`` (its CPU communication op is built on first use, so
-a C++ compiler is needed).
+DeepSpeed is a test dependency only (the ``dev`` extra), not a WeightScope
+one; its CPU communication op is built on first use, which needs a C++
+compiler (skipped without one).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import socket
@@ -18,7 +19,9 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-pytest.importorskip("deepspeed")
+# Looked up, not imported: only the worker processes import DeepSpeed, so its import-time setup
+# (accelerator detection, logging) never touches the rest of the test session.
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("deepspeed") is None, reason="needs DeepSpeed")
 
 
 def _full_norms(module: torch.nn.Module) -> dict[str, float]:
@@ -73,6 +76,8 @@ def test_zero3_parameters_are_gathered_on_every_rank_and_logged_by_rank_0(tmp_pa
         port = s.getsockname()[1]
     mp.spawn(_worker, args=(2, port, str(tmp_path)), nprocs=2, join=True)
     reports = [json.loads((tmp_path / f"report{r}.json").read_text()) for r in range(2)]
+    if any("Error building extension" in report.get("error", "") for report in reports):
+        pytest.skip("DeepSpeed could not build its CPU communication op here (no C++ compiler?)")
     for r, report in enumerate(reports):
         assert "error" not in report, f"rank {r}:\n{report['error']}"
         assert report["local_numel"] == 0
