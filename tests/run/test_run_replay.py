@@ -6,7 +6,7 @@ from safetensors.torch import load_file, save_file
 
 import weightscope
 from weightscope.cli.main import main
-from weightscope.monitor.naming import drift_name, stat_name
+from weightscope.monitor.naming import drift_name, histogram_name, stat_name
 from weightscope.sinks.jsonl import read_jsonl
 
 readers = callback_readers()
@@ -85,3 +85,54 @@ def test_jsonl_replay_is_the_callbacks_history_format(faulty_run, traj, tmp_path
     assert [(r["step"], r["kind"], r["prev_step"], r["base_step"]) for r in records] == [
         (2, "baseline", None, 2), (4, "periodic", 2, 2), (6, "periodic", 4, 2)]
     assert records[1]["alerts"][0]["rule"] == "nan"
+
+
+def _finite_weights(run, step, layer):
+    import numpy as np
+
+    w = load_file(run / f"checkpoint-{step}" / "model.safetensors")[f"{layer}.weight"].double().numpy().ravel()
+    return w[np.isfinite(w)]
+
+
+def test_tensorboard_replay_with_histograms_of_every_layer_at_every_step(faulty_run, traj, tmp_path):
+    import numpy as np
+
+    tb = tmp_path / "tb"
+    rc = main(["scan", "--model", str(faulty_run), "--methods", "basic_stats", "--no-cache", "--quiet",
+               "--tensorboard", str(tb), "--histograms"])
+    assert rc == 0
+    steps = readers.tb_histogram_steps(tb)
+    assert set(steps) == {histogram_name(layer) for layer in traj[2]}
+    assert all(sorted(s) == STEPS for s in steps.values())
+    for acc in readers.tb_accumulators(tb):
+        for tag in acc.Tags().get("histograms", []):
+            if tag not in (histogram_name(LAYER), histogram_name(POISONED)):
+                continue
+            for event in acc.Histograms(tag):
+                h = event.histogram_value
+                w = _finite_weights(faulty_run, event.step, tag.split("/", 1)[1])  # the NaN is left out
+                assert (h.num, h.min, h.max) == (w.size, w.min(), w.max())
+                assert h.sum == pytest.approx(w.sum(), rel=1e-9, abs=1e-9)
+                assert h.sum_squares == pytest.approx(np.dot(w, w), rel=1e-9)
+                counts, _ = np.histogram(w, bins=64, range=(w.min(), w.max()))
+                assert sum(h.bucket) == w.size and max(h.bucket) == counts.max()
+
+
+def test_histograms_are_cached_with_the_rest(faulty_run, tmp_path, monkeypatch):
+    import weightscope.run.trajectory as trajectory
+
+    cache = tmp_path / "cache"
+    plain = weightscope.scan_run(faulty_run, methods=["basic_stats"], cache=cache)
+    assert all(r.histograms == {} for r in plain.records)
+    first = weightscope.scan_run(faulty_run, methods=["basic_stats"], cache=cache, histograms=True)
+    w = _finite_weights(faulty_run, 6, LAYER)
+    assert first.record(6).histograms[LAYER]["num"] == w.size
+
+    def boom(*args, **kwargs):
+        raise AssertionError("histograms recomputed although cached")
+
+    monkeypatch.setattr(trajectory, "histogram_checkpoint", boom)
+    again = weightscope.scan_run(faulty_run, methods=["basic_stats"], cache=cache, histograms=True)
+    assert [r.histograms for r in again.records] == [r.histograms for r in first.records]
+    with pytest.raises(weightscope.ConfigError, match="histogram_bins"):
+        weightscope.scan_run(faulty_run, methods=["basic_stats"], cache=False, histograms=True, histogram_bins=1)

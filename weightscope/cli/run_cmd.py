@@ -18,7 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from ..errors import ConfigError
 from .common import positive_int, stderr, stdout
 
-_RUN_FLAGS = ("steps", "every", "last", "cache", "no_cache", "tensorboard", "wandb_project", "jsonl")
+_RUN_FLAGS = ("steps", "every", "last", "cache", "no_cache", "tensorboard", "wandb_project", "jsonl", "histograms")
 
 
 def _step_list(text: str) -> list[int]:
@@ -45,6 +45,8 @@ def add_run_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--wandb-mode", default=None, choices=("online", "offline", "disabled"),
                    help="W&B mode for the replay (default: W&B's own setting)")
     g.add_argument("--jsonl", default=None, metavar="FILE", help="replay as the callbacks' JSONL history")
+    g.add_argument("--histograms", action="store_true",
+                   help="replay each layer's weight histogram too (TensorBoard, W&B)")
 
 
 def is_run(args: argparse.Namespace) -> bool:
@@ -103,7 +105,7 @@ def _sinks(args: argparse.Namespace, traj: Any) -> list[Any]:
         if any(Path(args.tensorboard).glob("events.out.tfevents.*")):
             stderr.print(f"[yellow]{args.tensorboard} already holds TensorBoard events; the replay adds its own "
                          "event file, and TensorBoard shows both. Use a new folder for a clean chart.")
-        sinks.append(TensorBoardSink(args.tensorboard, histograms=False))
+        sinks.append(TensorBoardSink(args.tensorboard, histograms=args.histograms))
     if args.wandb_project:
         from ..sinks.wandb import WandbSink
 
@@ -112,7 +114,7 @@ def _sinks(args: argparse.Namespace, traj: Any) -> list[Any]:
                                 "config": {"weightscope": {"run_folder": str(traj.folder), "methods": traj.methods}}}
         if args.wandb_mode:
             init["mode"] = args.wandb_mode
-        sinks.append(WandbSink(histograms=False, **init))
+        sinks.append(WandbSink(histograms=args.histograms, **init))
     if args.jsonl:
         from ..sinks.jsonl import JsonlSink
 
@@ -135,7 +137,7 @@ def run_folder(args: argparse.Namespace) -> int:
             args.model, args.methods, parallel=args.parallel, num_workers=args.workers,
             steps=args.steps, every=args.every, last=args.last, layers=args.layers, exclude=args.exclude,
             include_vectors=args.include_vectors, device=args.device,
-            cache=False if args.no_cache else (args.cache or True), progress=bar,
+            cache=False if args.no_cache else (args.cache or True), histograms=args.histograms, progress=bar,
         )
     finally:
         bar.close()

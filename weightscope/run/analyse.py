@@ -1,4 +1,4 @@
-"""The work done on one checkpoint: its scan, and its drift from earlier checkpoints.
+"""The work done on one checkpoint: its scan, its drift from earlier checkpoints, its histograms.
 
 The scan is ``scan_source``, exactly what ``weightscope scan`` runs on that
 checkpoint. The drift is the live monitor's own ``diff_layers`` (pairs by
@@ -17,7 +17,7 @@ import torch
 
 from ..core.engine import Progress, scan_source, select_tensors, run_tasks
 from ..core.results import ScanResults
-from ..monitor.analysis import diff_layers
+from ..monitor.analysis import diff_layers, histogram_summary
 from ..sources.base import TensorRef, TensorSource
 
 Diff = dict[str, dict[str, Any]]
@@ -97,3 +97,26 @@ def diff_checkpoint(
         diff_prev.update(dp)
         diff_base.update(db)
     return (diff_prev if previous is not None else None), (diff_base if base is not None else None)
+
+
+def histogram_checkpoint(
+    source: TensorSource, bins: int, opts: RunOptions, progress: Progress | None = None
+) -> dict[str, dict[str, Any]]:
+    """``layer -> histogram`` of the selected tensors: the live monitor's own ``histogram_summary``."""
+    refs = list(_refs(source, opts).items())
+
+    def task(item: tuple[str, TensorRef]) -> dict[str, dict[str, Any]]:
+        key, ref = item
+        try:
+            hist = histogram_summary(ref.load(), bins)
+        except Exception:  # an unreadable tensor already shows as a scan error; no histogram for it
+            return {}
+        return {key: hist} if hist is not None else {}
+
+    if progress and refs:
+        progress.start(len(refs), sum(r.nbytes for _, r in refs))
+    outs = run_tasks(
+        refs, task, weight=lambda item: item[1].numel, parallel=opts.parallel, num_workers=opts.num_workers,
+        on_done=(lambda item, _o: progress.advance(item[1].nbytes)) if progress else None,
+    )
+    return {key: hist for out in outs for key, hist in out.items()}

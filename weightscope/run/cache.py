@@ -3,8 +3,8 @@
 One JSON file per (checkpoint identity, scan options) in ``.weightscope-cache/``
 inside the run folder, or in the folder the user names. A file holds the
 scan results (methods merge: asking for one more method scans only that
-one) and the comparisons of this checkpoint with earlier ones, keyed by the
-earlier checkpoint's identity. Non-finite floats are tagged rather than
+one), the comparisons of this checkpoint with earlier ones, keyed by the
+earlier checkpoint's identity, and its weight histograms once asked for. Non-finite floats are tagged rather than
 dropped, because a NaN *is* the finding: ``{"$float": "nan"}``.
 """
 
@@ -59,6 +59,14 @@ class CacheEntry:
     results: ScanResults | None = None
     #: earlier checkpoint's identity -> ``layer -> pair metrics`` (the monitor's diff of the two).
     pairs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: ``{"bins": n, "layers": {layer: histogram}}`` once a replay asked for histograms.
+    histograms: dict[str, Any] | None = None
+
+    def histograms_for(self, bins: int) -> dict[str, dict[str, Any]] | None:
+        """The cached histograms with ``bins`` bins, or None."""
+        if self.histograms is None or self.histograms.get("bins") != bins:
+            return None
+        return self.histograms.get("layers")
 
     def results_for(self, methods: list[str]) -> ScanResults | None:
         """The cached scan restricted to ``methods``; None unless all of them are cached."""
@@ -117,6 +125,7 @@ class RunCache:
                 identity,
                 ScanResults.from_json_dict(results, origin=str(path)) if results else None,
                 dict(data.get("pairs") or {}),
+                data.get("histograms"),
             )
         except (WeightScopeError, AttributeError, TypeError, ValueError) as exc:
             log.warning("ignoring unreadable cache entry %s: %s", path, exc)
@@ -131,6 +140,7 @@ class RunCache:
             "checkpoint": checkpoint,
             "results": entry.results.to_json_dict() if entry.results is not None else None,
             "pairs": entry.pairs,
+            "histograms": entry.histograms,
         }
         try:
             self.folder.mkdir(parents=True, exist_ok=True)

@@ -34,7 +34,7 @@ from ..monitor.record import SnapshotRecord, summarize
 from ..sinks.files import is_table_path, write_json, write_table
 from ..sources import open_source
 from ..sources.base import TensorSource
-from .analyse import RunOptions, diff_checkpoint, scan_checkpoint
+from .analyse import RunOptions, diff_checkpoint, histogram_checkpoint, scan_checkpoint
 from .cache import CACHE_DIRNAME, CacheEntry, RunCache, merge_methods
 from .discovery import Checkpoint, discover_run, select_checkpoints
 from .identity import IncompleteCheckpoint, checkpoint_identity
@@ -237,6 +237,8 @@ def scan_run(
     cache: bool | str | Path = True,
     alerts: Any = None,
     alert_window: int = DEFAULT_DEDUP_SNAPSHOTS,
+    histograms: bool = False,
+    histogram_bins: int = 64,
     progress: RunProgress | None = None,
 ) -> Trajectory:
     """Scan every checkpoint of the training run in ``folder``; see :class:`Trajectory`.
@@ -246,12 +248,16 @@ def scan_run(
     checkpoints (see :func:`~weightscope.run.discovery.select_checkpoints`).
     ``cache``: True keeps per-checkpoint results in ``<folder>/.weightscope-cache``,
     a path keeps them there, False keeps none. ``alerts`` / ``alert_window``
-    configure the alert rules as for the callbacks.
+    configure the alert rules as for the callbacks. ``histograms=True`` adds
+    each layer's weight histogram (``histogram_bins`` bins) to the records,
+    for a replay into TensorBoard or W&B, as ``log_histograms`` does live.
     """
     chosen = run_methods(methods)
     rules = resolve_rules(alerts)
     if isinstance(alert_window, bool) or not isinstance(alert_window, int) or alert_window < 1:
         raise ConfigError(f"alert_window must be an integer >= 1, got {alert_window!r}")
+    if isinstance(histogram_bins, bool) or not isinstance(histogram_bins, int) or histogram_bins < 2:
+        raise ConfigError(f"histogram_bins must be an integer >= 2, got {histogram_bins!r}")
     if isinstance(steps, int):
         steps = [steps]
     opts = RunOptions(tuple(chosen), layers, exclude, include_vectors, parallel, num_workers, resolve_device(device))
@@ -277,6 +283,11 @@ def scan_run(
             try:
                 results, diff_prev, diff_base, did_scan, changed = _analyse(
                     cp, entry, chosen, base, prev, sources, opts, progress, traj)
+                hists = entry.histograms_for(histogram_bins) if histograms else {}
+                if hists is None:
+                    hists = histogram_checkpoint(sources.get(cp), histogram_bins, opts, progress)
+                    entry.histograms = {"bins": histogram_bins, "layers": hists}
+                    changed = True
             except SourceError as exc:
                 log.warning("skipping %s: %s", cp.path, exc)
                 traj.skipped[str(cp.path)] = str(exc)
@@ -285,7 +296,7 @@ def scan_run(
                 continue
             if changed:
                 store.store(entry, str(cp.path))
-            # What the live monitor does with a finished analysis (WeightMonitor._finish), minus histograms.
+            # What the live monitor does with a finished analysis (WeightMonitor._finish).
             new_alerts = evaluate_alerts(cp.step, results, diff_prev, diff_base, state, rules,
                                          dedup_snapshots=alert_window)
             traj.records.append(SnapshotRecord(
@@ -294,7 +305,7 @@ def scan_run(
                 summary=summarize(results, diff_prev, diff_base, new_alerts, state.layers_alerting),
                 # The baseline is its own base, as the live monitor records it.
                 prev_step=prev[0].step if prev else None, base_step=(base or (cp,))[0].step,
-                methods=list(chosen),
+                methods=list(chosen), histograms=hists,
             ))
             traj.checkpoints.append(cp)
             if did_scan:
