@@ -53,7 +53,9 @@ class WeightMonitor:
     thing the loop waits for) and a background thread scans the copy, diffs
     it against the previous snapshot and the first one (the baseline), runs
     the alert rules and hands a :class:`SnapshotRecord` to the sinks, which
-    are written from the thread that calls :meth:`step`. A JSONL history is
+    are written from the thread that calls :meth:`step`. The final snapshot,
+    and the baseline when the weights are on the CPU, are analysed on the
+    calling thread instead (see :meth:`_analyse_here`). A JSONL history is
     always written to ``output_dir``. Nothing monitoring does can stop
     training, except ``stop_on`` (see :attr:`should_stop`).
 
