@@ -4,8 +4,9 @@ One JSON file per (checkpoint identity, scan options) in ``.weightscope-cache/``
 inside the run folder, or in the folder the user names. A file holds the
 scan results (methods merge: asking for one more method scans only that
 one), the comparisons of this checkpoint with earlier ones, keyed by the
-earlier checkpoint's identity, and its weight histograms once asked for. Non-finite floats are tagged rather than
-dropped, because a NaN *is* the finding: ``{"$float": "nan"}``.
+earlier checkpoint's identity, and its weight histograms once asked for.
+Non-finite floats are tagged rather than dropped, because a NaN *is* the
+finding: ``{"$float": "nan"}``.
 """
 
 from __future__ import annotations
