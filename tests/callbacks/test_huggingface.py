@@ -15,6 +15,7 @@ pytest.importorskip("tensorboard")
 import weightscope  # noqa: E402
 from weightscope.callbacks import WeightScopeTrainerCallback  # noqa: E402
 from weightscope.callbacks.huggingface import tensorboard_dir  # noqa: E402
+from weightscope.monitor.naming import wandb_key  # noqa: E402
 from weightscope.sinks.jsonl import read_jsonl  # noqa: E402
 
 from callback_readers import find_wandb_file, tb_scalars, tb_texts, wandb_alerts, wandb_history  # noqa: E402
@@ -93,7 +94,7 @@ def test_steps_and_values_match_the_trainer_and_a_direct_scan(run):
     assert steps == [0, 5, 10, 15, 20] and run["trainer"].state.global_step == 20
     assert run["jsonl"][-1]["kind"] == "final"  # taken at the last step, not again at train end
     tb = tb_scalars(tensorboard_dir(run["args"]).parent)
-    rows = {r["train/global_step"]: r for r in wandb_history(run["wandb_file"]) if f"weights_l2_norm/{LAYER}" in r}
+    rows = {r["train/global_step"]: r for r in wandb_history(run["wandb_file"]) if wandb_key(f"weights_l2_norm/{LAYER}") in r}
     assert sorted(rows) == steps
     for rec in run["jsonl"]:
         step = rec["step"]
@@ -102,7 +103,7 @@ def test_steps_and_values_match_the_trainer_and_a_direct_scan(run):
             want = direct[LAYER][method][stat]
             assert math.isfinite(want)
             assert rec["layers"][LAYER][method][stat] == pytest.approx(want, rel=1e-12)
-            assert rows[step][f"weights_{stat}/{LAYER}"] == pytest.approx(want, rel=1e-12)
+            assert rows[step][wandb_key(f"weights_{stat}/{LAYER}")] == pytest.approx(want, rel=1e-12)
             assert tb[f"weights_{stat}/{LAYER}"][step] == pytest.approx(want, rel=1e-6)
 
 

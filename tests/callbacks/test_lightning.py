@@ -16,6 +16,7 @@ from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger  # noqa: E4
 
 import weightscope  # noqa: E402
 from weightscope.callbacks import WeightScopeCallback  # noqa: E402
+from weightscope.monitor.naming import wandb_key  # noqa: E402
 from weightscope.sinks.jsonl import read_jsonl  # noqa: E402
 
 from lightning_module import TinyModule  # noqa: E402
@@ -111,13 +112,25 @@ def test_snapshot_steps_line_up_with_the_trainer(run):
     tb = tb_scalars(run["tb_dir"])
     assert sorted(tb["weights_l2_norm/net.inp"]) == steps
     assert sorted(tb["drift_relative_l2_distance/net.inp"]) == steps[1:]
-    rows = [r for r in wandb_history(run["wandb_file"]) if "weights_l2_norm/net.inp" in r]
+    rows = [r for r in wandb_history(run["wandb_file"]) if "weights_l2_norm/net/inp" in r]
     assert [r["trainer/global_step"] for r in rows] == steps
+
+
+def test_wandb_keys_have_no_dots_tensorboard_keeps_the_layer_names(run):
+    # W&B reads a dot in a metric definition as nesting: a dotted key would lose its step axis.
+    rows = wandb_history(run["wandb_file"])
+    ours = {k for r in rows for k in r if k.split("/")[0].startswith(("weights", "drift"))}
+    assert {"weights_l2_norm/net/inp", "drift_relative_l2_distance/net/mid", "weights_histogram/net/out/values"} <= ours
+    assert not [k for k in ours if "." in k]
+    tb = tb_scalars(run["tb_dir"])
+    assert {wandb_key(k) for k in tb if k.startswith("weights_")} == {
+        k for k in ours if k.startswith("weights_") and not k.startswith("weights_histogram")}
+    assert "weights_l2_norm/net.inp" in tb
 
 
 def test_logged_values_equal_a_direct_scan(run):
     tb = tb_scalars(run["tb_dir"])
-    rows = {r["trainer/global_step"]: r for r in wandb_history(run["wandb_file"]) if "weights_l2_norm/net.inp" in r}
+    rows = {r["trainer/global_step"]: r for r in wandb_history(run["wandb_file"]) if "weights_l2_norm/net/inp" in r}
     for rec in run["jsonl"]:
         step = rec["step"]
         direct = weightscope.scan({k: v for k, v in run["saved"][step].items() if k.endswith("weight")},
@@ -131,7 +144,7 @@ def test_logged_values_equal_a_direct_scan(run):
                 if want is None or (isinstance(want, float) and not math.isfinite(want)):
                     continue
                 assert rec["layers"][layer][method][stat] == pytest.approx(want, rel=1e-12), (step, name)
-                assert rows[step][name] == pytest.approx(want, rel=1e-12), (step, name)
+                assert rows[step][wandb_key(name)] == pytest.approx(want, rel=1e-12), (step, name)
                 assert tb[name][step] == pytest.approx(want, rel=1e-6), (step, name)  # TB stores float32
 
 

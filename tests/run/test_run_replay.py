@@ -6,7 +6,7 @@ from safetensors.torch import load_file, save_file
 
 import weightscope
 from weightscope.cli.main import main
-from weightscope.monitor.naming import drift_name, histogram_name, stat_name
+from weightscope.monitor.naming import drift_name, histogram_name, stat_name, wandb_key, wandb_keys
 from weightscope.sinks.jsonl import read_jsonl
 
 readers = callback_readers()
@@ -70,8 +70,8 @@ def test_offline_wandb_replay_read_back_with_its_steps(faulty_run, traj, tmp_pat
     rows = readers.wandb_history(run_file)
     assert [row["weightscope/step"] for row in rows] == STEPS
     for row, s in zip(rows, STEPS):
-        assert row[stat_name("l2_norm", LAYER)] == pytest.approx(traj[s][LAYER]["basic_stats"]["l2_norm"])
-        assert set(row) - {"_step", "_runtime", "_timestamp"} == {*traj.record(s).scalars(), "weightscope/step"}
+        assert row[wandb_key(stat_name("l2_norm", LAYER))] == pytest.approx(traj[s][LAYER]["basic_stats"]["l2_norm"])
+        assert set(row) - {"_step", "_runtime", "_timestamp"} == {*wandb_keys(traj.record(s).scalars()), "weightscope/step"}
     alerts = readers.wandb_alerts(run_file)
     assert [(a.title, a.level) for a in alerts] == [(f"WeightScope: nan in {POISONED} at step 4", "ERROR")]
 

@@ -9,6 +9,7 @@ import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
 
 from ..monitor import WeightMonitor
+from ..monitor.naming import wandb_keys
 from ..sinks import tensorboard as tb_sink
 from ..sinks import wandb as wandb_sink
 
@@ -34,7 +35,8 @@ class LightningLoggerSink:
         self._is_tb = isinstance(logger, TensorBoardLogger)
 
     def write(self, record: Any) -> None:
-        self.logger.log_metrics(record.scalars(), step=record.step)
+        scalars = record.scalars()
+        self.logger.log_metrics(wandb_keys(scalars) if self._is_wandb else scalars, step=record.step)
         if self._is_wandb:
             wandb_sink.log_record(self.logger.experiment, record, step_key=LIGHTNING_STEP_KEY, scalars=False,
                                   histograms=self.histograms)

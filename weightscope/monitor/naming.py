@@ -15,6 +15,9 @@ name                                          value
 ============================================  =====================================================
 
 ``docs/monitoring.md`` has the full table; keep the two in step.
+
+W&B gets the same names with the layer's dots as ``/``
+(``weights_condition_number/h/0/mlp``, see :func:`wandb_key`).
 """
 
 from __future__ import annotations
@@ -49,6 +52,22 @@ def summary_name(name: str) -> str:
 
 def histogram_name(layer: str) -> str:
     return f"{HISTOGRAM_SECTION}/{layer}"
+
+
+def wandb_key(name: str) -> str:
+    """``name`` as W&B keys it: dots become ``/``.
+
+    W&B reads ``.`` in a metric definition as nesting, and the definition our
+    ``define_metric("weights_*", step_metric=...)`` glob makes for each key is
+    named by the key itself: a dotted layer name would not match its own
+    history column and its chart would lose the step axis (wandb issue #6659).
+    Section names have no dots, so the section W&B makes is unchanged.
+    """
+    return name.replace(".", "/")
+
+
+def wandb_keys(values: Mapping[str, Any]) -> dict[str, Any]:
+    return {wandb_key(k): v for k, v in values.items()}
 
 
 def _scalar(value: Any) -> float | None:

@@ -15,7 +15,15 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..errors import WeightScopeError
-from ..monitor.naming import HISTOGRAM_SECTION, STAT_PREFIX, SUMMARY_SECTION, DRIFT_PREFIX, histogram_name
+from ..monitor.naming import (
+    DRIFT_PREFIX,
+    HISTOGRAM_SECTION,
+    STAT_PREFIX,
+    SUMMARY_SECTION,
+    histogram_name,
+    wandb_key,
+    wandb_keys,
+)
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +42,7 @@ def _wandb() -> Any:
 
 def histogram_values(histograms: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     wandb = _wandb()
-    return {histogram_name(layer): wandb.Histogram(np_histogram=(list(h["counts"]), list(h["edges"])))
+    return {wandb_key(histogram_name(layer)): wandb.Histogram(np_histogram=(list(h["counts"]), list(h["edges"])))
             for layer, h in histograms.items()}
 
 
@@ -54,10 +62,13 @@ def log_record(
     alerts: bool = True,
     wait_duration: int = DEFAULT_WAIT_DURATION,
 ) -> None:
-    """One row with the record's scalars (and histograms) plus ``step_key``; one ``run.alert`` per alert."""
+    """One row with the record's scalars (and histograms) plus ``step_key``; one ``run.alert`` per alert.
+
+    Keys are the chart names with the layers' dots as ``/`` (:func:`~weightscope.monitor.naming.wandb_key`).
+    """
     row: dict[str, Any] = {}
     if scalars:
-        row.update(record.scalars())
+        row.update(wandb_keys(record.scalars()))
     if histograms and record.histograms:
         row.update(histogram_values(record.histograms))
     if row:
