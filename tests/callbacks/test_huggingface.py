@@ -121,6 +121,14 @@ def test_tensorboard_folder_is_the_trainers(run):
     assert folder.parent == run["tmp"] / "out" / "runs"
 
 
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split("+")[0].split(".")[:2])
+
+
+# Trainers before 4.49 torch.load their own rng_state.pth under torch's weights_only default (2.6+),
+# which refuses the numpy arrays in it: resume fails inside transformers, before any callback runs.
+@pytest.mark.skipif(_version(transformers.__version__) < (4, 49) and _version(torch.__version__) >= (2, 6),
+                    reason="transformers < 4.49 cannot resume its own checkpoints under torch >= 2.6")
 def test_resume_from_an_hf_checkpoint(tmp_path):
     import json
 

@@ -90,8 +90,11 @@ def test_several_unrelated_checkpoints_are_listed(tmp_path: Path) -> None:
 
 def test_missing_shard(ckpts: Any, tmp_path: Path) -> None:
     folder = _copy(ckpts.hf_sharded, tmp_path / "m")
-    (folder / "model-00003-of-00009.safetensors").unlink()
-    with pytest.raises(SourceError, match="shard files that are missing: model-00003-of-00009.safetensors"):
+    # How many shards save_pretrained makes of the same limit differs between transformers versions.
+    shards = sorted(set(json.loads((folder / "model.safetensors.index.json").read_text())["weight_map"].values()))
+    assert len(shards) >= 3
+    (folder / shards[2]).unlink()
+    with pytest.raises(SourceError, match=f"shard files that are missing: {re.escape(shards[2])}"):
         open_source(folder)
     folder = _copy(ckpts.hf_bin_sharded, tmp_path / "b")
     (folder / "pytorch_model-00002-of-00002.bin").unlink()
