@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import subprocess
 import sys
 import threading
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -276,12 +278,42 @@ def test_budget_credit_is_capped_so_a_long_pause_brings_no_burst(tmp_path, monke
     assert _full(records) == [0, 3, 7, 11, 13]
 
 
-def test_full_scan_every_k(tmp_path):
+@pytest.mark.parametrize("background", [False, True])
+def test_full_scan_every_k_and_a_thinned_last_snapshot_is_completed(tmp_path, background):
+    monitor = WeightMonitor(every_n_steps=1, methods=["basic_stats", "spectral"], output_dir=tmp_path,
+                            full_scan_every=3, background=background, max_pending=16)
+    monitor.keep_records = 100
+    model = train(monitor, steps=7)  # step() at 7, then close(model, 7): step 7's snapshot was a cheap one
+    records = monitor.records
+    assert [(r.step, r.kind) for r in records if "spectral" in r.methods] == [
+        (0, "baseline"), (3, "periodic"), (6, "periodic"), (7, "final")]
+    periodic, final = [r for r in records if r.step == 7]
+    assert periodic.kind == "periodic" and periodic.methods == ["basic_stats"]
+    # The final record is the same weights in full: spectra equal numpy's of the trained model.
+    for layer in ("inp", "mid", "out"):
+        w = getattr(model, layer).weight.detach().double().numpy()
+        assert final.results[layer]["spectral"]["condition_number"] == pytest.approx(np.linalg.cond(w), rel=1e-9)
+        assert final.results[layer]["basic_stats"] == periodic.results[layer]["basic_stats"]
+    assert final.diff_prev == periodic.diff_prev and final.prev_step == periodic.prev_step == 6
+    # ... and its drift was not fed to the rules a second time.
+    drift = monitor.state_dict()["alert_state"]["drift"]["inp"]
+    assert len(drift) == 7
+    steps = [(r["step"], r["kind"]) for r in read_jsonl(tmp_path / "weightscope.jsonl")]
+    assert steps[-2:] == [(7, "periodic"), (7, "final")]
+
+
+def test_the_last_step_passed_as_last_completes_a_thinned_snapshot_once(tmp_path):
     monitor = WeightMonitor(every_n_steps=1, methods=["basic_stats", "spectral"], output_dir=tmp_path,
                             full_scan_every=3, background=False)
-    train(monitor, steps=7)
-    # the final step was a periodic snapshot already (a cheap one): no second snapshot of the same step
-    assert [r.step for r in monitor.records if "spectral" in r.methods] == [0, 3, 6]
+    torch.manual_seed(0)
+    model = TinyNet()
+    monitor.start(model, 0)
+    for step in (1, 2):
+        monitor.step(model, step)
+    monitor.step(model, 2, last=True)
+    monitor.close(model, 2)
+    assert [(r.step, r.kind, "spectral" in r.methods) for r in monitor.records] == [
+        (0, "baseline", True), (1, "periodic", False), (2, "periodic", False), (2, "final", True)]
 
 
 def test_analysis_thread_keeps_its_own_torch_thread_count(tmp_path, monkeypatch):
@@ -307,3 +339,54 @@ def test_analysis_thread_keeps_its_own_torch_thread_count(tmp_path, monkeypatch)
     t.start()
     t.join()
     assert out == [before]
+
+
+def test_resuming_from_an_earlier_step_moves_the_later_history_aside(tmp_path, caplog):
+    torch.manual_seed(0)
+    model = TinyNet()
+    kwargs = dict(every_n_steps=2, methods="basic_stats", output_dir=tmp_path, background=False)
+    first = WeightMonitor(**kwargs)
+    first.start(model, 0)
+    for step in range(1, 7):
+        with torch.no_grad():
+            model.mid.weight.mul_(1.01)
+        first.step(model, step)
+        if step == 2:
+            state = json.loads(json.dumps(first.state_dict()))  # what a checkpoint at step 2 holds
+    first.close(model, 6)
+    with (tmp_path / "weightscope.jsonl").open("a") as fh:
+        fh.write('{"step": 7, "kind": "periodic"')  # a torn last line, as a kill mid-write leaves
+    resumed = WeightMonitor(**kwargs)
+    resumed.load_state_dict(state)
+    with caplog.at_level(logging.WARNING, logger="weightscope"):
+        resumed.start(model, 2)
+        for step in (3, 4, 5):
+            resumed.step(model, step)
+        resumed.close(model, 5)
+    history = [(r["step"], r["kind"]) for r in read_jsonl(tmp_path / "weightscope.jsonl")]
+    assert history == [(0, "baseline"), (2, "periodic"), (4, "periodic"), (5, "final")]
+    aside = (tmp_path / "weightscope.jsonl.superseded").read_text().splitlines()
+    assert aside[0] == '{"step": 7, "kind": "periodic"'  # the torn line, set aside when the file was opened
+    assert [json.loads(line)["step"] for line in aside[1:]] == [4, 6]
+    assert "moved 2 history records of later steps" in caplog.text
+
+
+def test_a_layer_filter_that_matches_nothing_says_so_once(tmp_path, caplog):
+    monitor = WeightMonitor(every_n_steps=2, methods="basic_stats", layers="^model\\.", output_dir=tmp_path)
+    with caplog.at_level(logging.WARNING, logger="weightscope"):
+        train(monitor, steps=4)
+    said = [r.getMessage() for r in caplog.records if "no layer matches" in r.getMessage()]
+    assert len(said) == 1
+    assert "layers='^model\\\\.'" in said[0] and "inp, mid, out, frozen" in said[0]
+    assert monitor.records == []
+
+
+def test_resume_without_a_saved_baseline_says_why(tmp_path, caplog):
+    kwargs = dict(every_n_steps=2, methods="basic_stats", output_dir=tmp_path, save_baseline=False, background=False)
+    first = WeightMonitor(**kwargs)
+    train(first, steps=2)
+    resumed = WeightMonitor(**kwargs)
+    resumed.load_state_dict(first.state_dict())
+    with caplog.at_level(logging.WARNING, logger="weightscope"):
+        train(resumed, steps=2, start=False)
+    assert "save_baseline=False" in caplog.text and "None" not in caplog.text

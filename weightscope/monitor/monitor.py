@@ -44,6 +44,9 @@ class _Job:
     full: bool
     emit: bool = True
     charged: float = 0.0  # CPU seconds charged to the budget when the job was decided (an estimate)
+    #: The final record of weights already analysed as a thinned periodic snapshot: only the
+    #: methods it lacked are new; its drift is the periodic record's.
+    completes: bool = False
 
 
 class WeightMonitor:
@@ -146,6 +149,8 @@ class WeightMonitor:
         self._baseline_path: Path | None = None
         self._restored: dict[str, Any] | None = None
         self._periodic = 0  # periodic snapshots taken, for full_scan_every=k
+        self._last_full = True  # whether the last snapshot taken got every method
+        self._last_analysis: Analysis | None = None  # of the last snapshot (analysis thread), for _complete_last
         self._cores = cpu_count()
         self._full_cost: float | None = None  # CPU seconds of the last full analysis (analysis thread)
         # The budget as a bucket, in CPU seconds: earned (training thread) and spent on full analyses
@@ -194,6 +199,8 @@ class WeightMonitor:
         if self.is_logging_rank:
             self._open_sinks()
         restored, self._restored = self._restored, None
+        if restored and self.is_logging_rank:
+            self._rewind_history(int(step))
         if restored and self._load_baseline(restored):
             kind = "resume"
         else:
@@ -204,8 +211,10 @@ class WeightMonitor:
         """Call after every optimizer step; snapshots when ``step`` is a multiple of ``every_n_steps``.
 
         ``last=True`` (the callbacks pass it when the trainer's step limit is
-        reached) takes the final snapshot now, analysed in full, so that it is
-        not a thinned periodic one that :meth:`close` would then not repeat.
+        reached) takes the final snapshot now, analysed in full. Should this
+        step's periodic snapshot have been taken already, thinned to
+        ``basic_stats``, a final record completes it: the same step again,
+        with every method (:meth:`close` with ``model`` and ``step`` does the same).
         """
         if self._closed:
             return
@@ -213,8 +222,11 @@ class WeightMonitor:
         if not self._started:
             self.start(model, step)
             return
-        if last and step != self._last_taken:
-            self._snapshot(model, int(step), "final")
+        if last:
+            if step != self._last_taken:
+                self._snapshot(model, int(step), "final")
+            else:
+                self._complete_last(int(step))
             return
         if step % self.config.every_n_steps or (self._last_step is not None and step <= self._last_step):
             return
@@ -239,8 +251,11 @@ class WeightMonitor:
         if self._closed:
             return
         try:
-            if model is not None and step is not None and self._started and step != self._last_taken:
-                self._snapshot(model, int(step), "final")
+            if model is not None and step is not None and self._started:
+                if step != self._last_taken:
+                    self._snapshot(model, int(step), "final")
+                else:
+                    self._complete_last(int(step))
             t0 = time.perf_counter()
             self.flush()
             self.stats.close_wait_s = time.perf_counter() - t0
@@ -254,6 +269,37 @@ class WeightMonitor:
             self._prev = self._base = None
             if self._coll is not None:
                 self._coll.destroy()
+
+    def _complete_last(self, step: int) -> None:
+        """Training ended at a step whose periodic snapshot was thinned: analyse those weights in full
+        now, as the final record, rather than leave the run's last record without spectra."""
+        self._worker.join()
+        self._drain()
+        last = self._last_analysis
+        need = not self._last_full and self._prev is not None and last is not None and last.step == step
+        split = self.config.distributed == "split" and self._coll is not None and self._coll.active
+        if split:  # a collective follows: every rank must agree to take part
+            (need,) = self._coll.any_flags(need)
+        if not need:
+            return
+        if self._prev is None or last is None or last.step != step:  # nothing here, but gather all the same
+            self._coll.gather_to_zero(Analysis(step))
+            return
+        self._handle(_Job(self._prev, "final", True, completes=True))
+        self._last_full = True
+        self._drain()
+
+    def _rewind_history(self, step: int) -> None:
+        for sink in self.sinks:
+            if isinstance(sink, JsonlSink):
+                try:
+                    moved = sink.rewind(step)
+                except OSError as exc:
+                    self._once.warn("rewind", "weightscope: could not rewind %s to step %d: %s", sink.path, step, exc)
+                    continue
+                if moved:
+                    log.warning("weightscope: resumed at step %d; moved %d history records of later steps from %s "
+                                "to %s", step, moved, sink.path, sink.superseded_path.name)
 
     def abort(self) -> None:
         """Stop without a final snapshot (the trainer raised); what was analysed is still written."""
@@ -288,7 +334,11 @@ class WeightMonitor:
         path = state.get("baseline_path")
         if self.config.distributed == "split" and path:
             path = str(self._rank_path(Path(path)))
-        if not path or not Path(path).is_file():
+        if not path:
+            self._once.warn("baseline", "weightscope: the checkpoint's run kept no baseline weights "
+                            "(save_baseline=False); drift from start is measured from the resumed weights")
+            return False
+        if not Path(path).is_file():
             self._once.warn("baseline", "weightscope: baseline weights %s not found; the resume snapshot becomes "
                             "the new baseline", path)
             return False
@@ -365,6 +415,7 @@ class WeightMonitor:
         self.stats.blocking_s.append(snap.blocking_s)
         self.stats.snapshot_bytes = snap.nbytes
         full, charged = self._full_due(kind)
+        self._last_full = full
         job = _Job(snap, kind, full, emit=emit, charged=charged)
         if self.config.background and not self._analyse_here(job):
             self._worker.submit(job)
@@ -481,6 +532,8 @@ class WeightMonitor:
 
     def _analyse(self, job: _Job) -> Analysis:
         snap = job.snapshot
+        if job.completes:
+            return self._analyse_rest(snap)
         snap.wait()
         t0, cpu0 = time.perf_counter(), _cpu_clock()
         cfg = self.config
@@ -510,8 +563,21 @@ class WeightMonitor:
                 self._spent += self._full_cost - job.charged  # the real cost, not the estimate
         # The next snapshot's buffers, allocated and touched here rather than on the training loop's clock.
         self._pool.reserve(snap.specs)
-        return Analysis(snap.step, results, diff_prev, diff_base, hists, sorted(snap.frozen),
-                        time.perf_counter() - t0, prev.step if prev else None)
+        self._last_analysis = Analysis(snap.step, results, diff_prev, diff_base, hists, sorted(snap.frozen),
+                                       time.perf_counter() - t0, prev.step if prev else None)
+        return self._last_analysis
+
+    def _analyse_rest(self, snap: Snapshot) -> Analysis:
+        """Every method on weights analysed before with ``basic_stats`` only; the drift (and the
+        histograms, already logged at this step) are the earlier analysis's."""
+        t0 = time.perf_counter()
+        last = self._last_analysis
+        if last is None or last.step != snap.step:
+            raise RuntimeError(f"no earlier analysis of step {snap.step} to complete")
+        cfg = self.config
+        results = scan_tensors(snap.tensors, cfg.methods_for(True), device=cfg.device, num_workers=cfg.num_workers)
+        return Analysis(snap.step, results, last.diff_prev, last.diff_base, {}, last.frozen,
+                        time.perf_counter() - t0, last.prev_step)
 
     def _rank_path(self, path: Path) -> Path:
         if self._coll is not None and self._coll.active and self.config.distributed == "split":
@@ -537,9 +603,11 @@ class WeightMonitor:
 
     def _finish(self, job: _Job, a: Analysis) -> None:
         cfg = self.config
+        # A completing record's drift was fed to the rules with the periodic record: not twice.
+        diff_prev, diff_base, frozen = ({}, {}, []) if job.completes else (a.diff_prev, a.diff_base, a.frozen)
         with self._state_lock:
-            alerts = evaluate_alerts(a.step, a.results, a.diff_prev, a.diff_base, self._alert_state, cfg.rules,
-                                     frozen=a.frozen, dedup_snapshots=cfg.alert_window)
+            alerts = evaluate_alerts(a.step, a.results, diff_prev, diff_base, self._alert_state, cfg.rules,
+                                     frozen=frozen, dedup_snapshots=cfg.alert_window)
             layers_alerting = self._alert_state.layers_alerting
         summary = summarize(a.results, a.diff_prev, a.diff_base, alerts, layers_alerting)
         self.stats.analysis_s.append(a.seconds)

@@ -16,6 +16,7 @@ FSDP1 (``summon_full_params``) and DeepSpeed ZeRO-3 (``GatheredParameters``).
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 import time
 import weakref
@@ -27,6 +28,10 @@ import torch
 
 from ..core.engine import select_tensors
 from ..sources import MemorySource
+
+log = logging.getLogger(__name__)
+#: How many layer names the warning about an empty selection lists.
+_NAMES_SHOWN = 8
 
 
 #: What a host buffer is made for: (shape, dtype, pinned).
@@ -248,12 +253,22 @@ class Selector:
         sel = select_tensors(source.refs(), layers=self.layers, exclude=self.exclude,
                              include_vectors=self.include_vectors)
         chosen = [(key, ref.name) for key, ref in sel.layers]
+        if not chosen and (self.layers or self.exclude):
+            self._warn_nothing_matches(source)
         if self.share is not None:
             keep = self.share([(key, params[name].numel()) for key, name in chosen])
             chosen = [(key, name) for key, name in chosen if key in keep]
         frozen = frozenset(key for key, name in chosen if not source.requires_grad.get(name, True))
         self._cache = (signature, chosen, frozen)
         return chosen, frozen
+
+    def _warn_nothing_matches(self, source: MemorySource) -> None:
+        # Said once per model structure (the selection is cached): easy to miss otherwise, since
+        # Lightning prefixes the module's attribute name (``model.``) to every layer.
+        names = [key for key, _ in select_tensors(source.refs(), include_vectors=self.include_vectors).layers]
+        shown = ", ".join(names[:_NAMES_SHOWN]) + (f", ... ({len(names)} in all)" if len(names) > _NAMES_SHOWN else "")
+        log.warning("weightscope: no layer matches layers=%r exclude=%r, so nothing is monitored; the model's "
+                    "layers: %s", self.layers, self.exclude, shown or "none")
 
     def bind(self, model: torch.nn.Module) -> Selected:
         """The selected parameters of an unsharded model.

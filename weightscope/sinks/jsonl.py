@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,58 @@ class JsonlSink:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._set_aside_torn_tail()
         self._fh = self.path.open("a", encoding="utf-8")
+
+    def _set_aside_torn_tail(self) -> None:
+        """A run killed mid-write leaves a last line without its newline: appending to it would
+        make it a bad line in the middle of the file. It goes to the superseded file instead."""
+        try:
+            data = self.path.read_bytes()
+        except FileNotFoundError:
+            return
+        if not data or data.endswith(b"\n"):
+            return
+        cut = data.rfind(b"\n") + 1
+        with self.superseded_path.open("ab") as fh:
+            fh.write(data[cut:] + b"\n")
+        with self.path.open("r+b") as fh:
+            fh.truncate(cut)
+
+    @property
+    def superseded_path(self) -> Path:
+        return self.path.with_name(self.path.name + ".superseded")
+
+    def rewind(self, step: int) -> int:
+        """Move the records of steps after ``step`` to ``<name>.superseded``; returns how many.
+
+        Training resumed from a checkpoint at ``step`` replaces what the history
+        holds beyond it (as TensorBoard drops orphaned events on such a restart);
+        the replaced records are kept aside, appended to the superseded file.
+        """
+        if self._fh is None:
+            raise WeightScopeError(f"{self.path}: JSONL history is closed")
+        self._fh.flush()
+        keep: list[str] = []
+        moved: list[str] = []
+        for line in self.path.read_text(encoding="utf-8").splitlines(keepends=True):
+            try:
+                rec_step = json.loads(line).get("step")
+            except (json.JSONDecodeError, AttributeError):
+                keep.append(line)  # not a record: a header or a line of the user's, left in place
+                continue
+            later = isinstance(rec_step, int) and not isinstance(rec_step, bool) and rec_step > step
+            (moved if later else keep).append(line)
+        if not moved:
+            return 0
+        with self.superseded_path.open("a", encoding="utf-8") as fh:
+            fh.writelines(moved)
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        tmp.write_text("".join(keep), encoding="utf-8")
+        self._fh.close()
+        os.replace(tmp, self.path)
+        self._fh = self.path.open("a", encoding="utf-8")
+        return len(moved)
 
     def write(self, record: Any) -> None:
         self.write_dict(record.to_json_dict())
