@@ -146,3 +146,71 @@ def test_state_round_trips_through_json():
         state=state)
     again = AlertState.from_dict(json.loads(json.dumps(state.to_dict())))
     assert again == state
+
+
+def messages(results, state, alerts, step):
+    out = evaluate_alerts(step, results, {}, {}, state, resolve_rules(alerts))
+    return [a.message for a in out]
+
+
+def test_growth_is_measured_from_and_names_the_step_that_had_the_value():
+    # Spectra at step 60 only; steps 100 and 150 were thinned to basic_stats (no condition number).
+    state = AlertState()
+    basic = stats(basic_stats={"nan_count": 0, "inf_count": 0})
+    assert messages({"a": stats(spectral={"condition_number": 769.0})}, state, ["condition_number"], 60) == []
+    for step in (100, 150):
+        assert messages({"a": basic}, state, ["condition_number"], step) == []
+    assert state.last["a"]["condition_number"] == {"value": 769.0, "step": 60}
+    got = messages({"a": stats(spectral={"condition_number": 1.31e4})}, state, ["condition_number"], 200)
+    assert got == ["condition number of a grew 17x since step 60 (769 -> 1.31e+04)"]  # 13100 / 769 = 17.03
+    assert state.last["a"]["condition_number"] == {"value": 1.31e4, "step": 200}
+
+
+def test_outlier_crossing_and_dead_units_name_the_step_compared_against():
+    state = AlertState()
+    q = lambda pct: stats(quantization={"extreme_outlier_percentage": pct})  # noqa: E731
+    assert messages({"a": q(0.5)}, state, ["outliers"], 10) == []
+    assert messages({"a": stats(basic_stats={"nan_count": 0})}, state, ["outliers"], 20) == []
+    assert messages({"a": q(1.5)}, state, ["outliers"], 30) == [
+        "extreme outliers in a reached 1.5% (crossed 1% since step 10, from 0.5%): quantization risk"]
+    # First sighting: nothing earlier to name.
+    assert messages({"b": q(6.0)}, AlertState(), ["outliers"], 5) == [
+        "extreme outliers in b reached 6% (crossed 5%): quantization risk"]
+    state = AlertState()
+    messages({"a": stats(sparsity={"dead_rows": 1, "dead_columns": 0})}, state, ["dead_units"], 40)
+    messages({"a": stats(basic_stats={"nan_count": 0})}, state, ["dead_units"], 50)
+    assert messages({"a": stats(sparsity={"dead_rows": 4, "dead_columns": 0})}, state, ["dead_units"], 60) == [
+        "3 new dead rows in a since step 40 (1 -> 4)"]
+
+
+def test_state_saved_in_the_old_format_still_loads_and_compares():
+    old = {"snapshots": 3, "drift": {"a": [0.1]}, "fired": {"nan|a": 0}, "active": [],
+           "last": {"a": {"condition_number": 50.0, "dead_rows": 2}}}  # before steps were kept
+    state = AlertState.from_dict(json.loads(json.dumps(old)))
+    assert state.last == {"a": {"condition_number": {"value": 50.0, "step": None},
+                                "dead_rows": {"value": 2.0, "step": None}}}
+    got = messages({"a": stats(spectral={"condition_number": 600.0})}, state, ["condition_number"], 70)
+    assert got == ["condition number of a grew 12x since an earlier snapshot (50 -> 600)"]
+    saved = json.loads(json.dumps(state.to_dict()))
+    assert saved["last"]["a"]["condition_number"] == {"value": 600.0, "step": 70}
+    assert saved["last"]["a"]["dead_rows"] == {"value": 2.0, "step": None}
+    assert AlertState.from_dict(saved) == state
+
+
+@pytest.mark.parametrize("thresholds", [[-1], [], [0], [1, -5], ["x"], [True], [float("nan")], [150], 5])
+def test_outlier_thresholds_must_be_a_non_empty_list_of_percentages(thresholds):
+    with pytest.raises(ConfigError, match=r"thresholds") as exc:
+        resolve_rules({"outliers": {"thresholds": thresholds}})
+    assert "\n" not in str(exc.value)
+
+
+def test_outlier_thresholds_are_sorted():
+    (rule,) = resolve_rules({"outliers": {"thresholds": [5, 0.5, 2, 2]}, **{n: False for n in DEFAULT_RULES
+                                                                             if n != "outliers"}})
+    assert rule.params["thresholds"] == (0.5, 2.0, 5.0)
+    state = AlertState()
+    seq = [(0.1, False), (0.7, True), (2.5, True), (3.0, False), (5.5, True)]
+    for step, (pct, fires) in enumerate(seq):
+        out = evaluate_alerts(step, {"a": stats(quantization={"extreme_outlier_percentage": pct})}, {}, {}, state,
+                              [rule], dedup_snapshots=1)
+        assert [a.threshold for a in out] == ([max(t for t in (0.5, 2.0, 5.0) if t < pct)] if fires else [])

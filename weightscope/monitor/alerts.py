@@ -69,14 +69,17 @@ class AlertState:
     """What the rules remember between snapshots; plain JSON so checkpoints can carry it.
 
     ``drift`` holds each layer's recent relative drifts (for the running
-    median), ``last`` the values the "grew since the previous snapshot" rules
-    compare against, ``fired`` the snapshot index at which each (rule, layer)
-    last fired (for de-duplication).
+    median), ``last`` the values the "grew since" rules compare against, as
+    ``layer -> metric -> {"value": v, "step": s}``: the latest snapshot that
+    had the metric, which is not always the previous one (snapshots thinned
+    to ``basic_stats`` have no spectra), hence the step; ``fired`` the
+    snapshot index at which each (rule, layer) last fired (for de-duplication).
+    States saved before steps were kept (``metric -> v``) load with step None.
     """
 
     snapshots: int = 0
     drift: dict[str, list[float]] = field(default_factory=dict)
-    last: dict[str, dict[str, float]] = field(default_factory=dict)
+    last: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     fired: dict[str, int] = field(default_factory=dict)
     #: "rule|layer" of every rule firing at the last snapshot, repeats included.
     active: list[str] = field(default_factory=list)
@@ -91,7 +94,8 @@ class AlertState:
         return cls(
             snapshots=int(data.get("snapshots", 0)),
             drift={k: [float(x) for x in v] for k, v in dict(data.get("drift", {})).items()},
-            last={k: dict(v) for k, v in dict(data.get("last", {})).items()},
+            last={layer: {key: _remembered(v) for key, v in dict(values).items()}
+                  for layer, values in dict(data.get("last", {})).items()},
             fired={k: int(v) for k, v in dict(data.get("fired", {})).items()},
             active=[str(k) for k in data.get("active", [])],
         )
@@ -117,7 +121,28 @@ class SnapshotNumbers:
         return _num(self.results.get(layer, {}).get(method, {}).get(key))
 
     def previous(self, layer: str, key: str) -> float | None:
-        return self.state.last.get(layer, {}).get(key)
+        """The value of ``key`` at the latest earlier snapshot that had it (None: never seen)."""
+        return self.earlier(layer, key)[0]
+
+    def earlier(self, layer: str, key: str) -> tuple[float | None, int | None]:
+        """``(value, step)`` of ``key`` at the latest earlier snapshot that had it; step None if unknown."""
+        entry = self.state.last.get(layer, {}).get(key)
+        if entry is None:
+            return None, None
+        entry = _remembered(entry)
+        return entry["value"], entry["step"]
+
+
+def _remembered(entry: Any) -> dict[str, Any]:
+    """One ``AlertState.last`` entry; a bare number is the format before steps were kept."""
+    if isinstance(entry, Mapping):
+        step = entry.get("step")
+        return {"value": float(entry["value"]), "step": None if step is None else int(step)}
+    return {"value": float(entry), "step": None}
+
+
+def _since(step: int | None) -> str:
+    return "since an earlier snapshot" if step is None else f"since step {step}"
 
 
 def _num(value: Any) -> float | None:
@@ -149,12 +174,12 @@ def _condition_number(ctx: SnapshotNumbers, rule: Rule) -> Iterator[Alert]:
         cond = ctx.metric(layer, "spectral", "condition_number")
         if cond is None or math.isnan(cond):
             continue
-        prev = ctx.previous(layer, "condition_number")
+        prev, prev_step = ctx.earlier(layer, "condition_number")
         if cond > limit:
             yield _alert(ctx, rule, layer, f"condition number of {layer} is {cond:.3g} (> {limit:.3g})", cond, limit)
         elif prev is not None and prev > 0 and cond > growth * prev:
             yield _alert(ctx, rule, layer,
-                         f"condition number of {layer} grew {cond / prev:.3g}x since the previous snapshot "
+                         f"condition number of {layer} grew {cond / prev:.3g}x {_since(prev_step)} "
                          f"({prev:.3g} -> {cond:.3g})", cond / prev, growth)
 
 
@@ -192,11 +217,13 @@ def _outliers(ctx: SnapshotNumbers, rule: Rule) -> Iterator[Alert]:
         pct = ctx.metric(layer, "quantization", "extreme_outlier_percentage")
         if pct is None or math.isnan(pct):
             continue
-        prev = ctx.previous(layer, "extreme_outlier_percentage") or 0.0
+        known, prev_step = ctx.earlier(layer, "extreme_outlier_percentage")
+        prev = known or 0.0
         crossed = [t for t in thresholds if prev <= t < pct]
         if crossed:
             t = crossed[-1]
-            yield _alert(ctx, rule, layer, f"extreme outliers in {layer} reached {pct:.3g}% (crossed {t:g}%): "
+            was = "" if known is None else f" {_since(prev_step)}, from {prev:.3g}%"
+            yield _alert(ctx, rule, layer, f"extreme outliers in {layer} reached {pct:.3g}% (crossed {t:g}%{was}): "
                          "quantization risk", pct, t)
 
 
@@ -204,11 +231,11 @@ def _dead_units(ctx: SnapshotNumbers, rule: Rule) -> Iterator[Alert]:
     for layer in ctx.results:
         for key in ("dead_rows", "dead_columns"):
             now = ctx.metric(layer, "sparsity", key)
-            prev = ctx.previous(layer, key)
+            prev, prev_step = ctx.earlier(layer, key)
             if now is not None and prev is not None and now > prev:
                 what = key.replace("_", " ")
-                yield _alert(ctx, rule, layer, f"{int(now - prev)} new {what} in {layer} ({int(prev)} -> {int(now)})",
-                             now, prev)
+                yield _alert(ctx, rule, layer, f"{int(now - prev)} new {what} in {layer} {_since(prev_step)} "
+                             f"({int(prev)} -> {int(now)})", now, prev)
 
 
 def _frozen_changed(ctx: SnapshotNumbers, rule: Rule) -> Iterator[Alert]:
@@ -304,9 +331,10 @@ def _tuned(rule: Rule, spec: Mapping[str, Any]) -> Rule:
 
 def _check_param(rule: str, key: str, value: Any, default: Any) -> Any:
     if isinstance(default, tuple):
-        if not isinstance(value, (list, tuple)) or not all(isinstance(v, (int, float)) for v in value):
-            raise ConfigError(f"alerts[{rule!r}][{key!r}] must be a list of numbers, got {value!r}")
-        return tuple(float(v) for v in value)
+        if not isinstance(value, (list, tuple)) or not value or not all(
+                not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v) and v > 0 for v in value):
+            raise ConfigError(f"alerts[{rule!r}][{key!r}] must be a non-empty list of positive numbers, got {value!r}")
+        return tuple(sorted({float(v) for v in value}))
     if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
         raise ConfigError(f"alerts[{rule!r}][{key!r}] must be a number, got {value!r}")
     if isinstance(default, int):
@@ -324,6 +352,9 @@ def _check_rule(rule: Rule) -> None:
         raise ConfigError("drift_spike needs k > 1 and 1 <= min_history <= window")
     if rule.name == "condition_number" and (p["max"] <= 1 or p["growth"] <= 1):
         raise ConfigError("condition_number needs max > 1 and growth > 1")
+    if rule.name == "outliers" and p["thresholds"][-1] >= 100:
+        raise ConfigError(f"outliers thresholds are percentages below 100 (a share of the weights), "
+                          f"got {list(p['thresholds'])}")
     if any(isinstance(v, float) and v < 0 for v in p.values()):
         raise ConfigError(f"alert thresholds of {rule.name!r} must not be negative: {dict(p)}")
 
@@ -379,4 +410,4 @@ def _remember(ctx: SnapshotNumbers, rules: list[Rule]) -> None:
         for method, key in remembered:
             value = ctx.metric(layer, method, key)
             if value is not None and not math.isnan(value):
-                ctx.state.last.setdefault(layer, {})[key] = value
+                ctx.state.last.setdefault(layer, {})[key] = {"value": value, "step": ctx.step}

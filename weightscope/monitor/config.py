@@ -14,6 +14,7 @@ from ..core.device import resolve_device
 from ..errors import ConfigError, WeightScopeError
 from .alerts import DEFAULT_DEDUP_SNAPSHOTS, DEFAULT_RULES, Rule, resolve_rules
 from .distributed import MODES
+from .worker import PRIORITIES
 
 #: What a snapshot is scanned with unless ``methods=`` says otherwise.
 DEFAULT_METHODS: tuple[str, ...] = ("basic_stats", "spectral", "quantization")
@@ -45,18 +46,53 @@ def _regex(name: str, value: Any) -> str | None:
     return value
 
 
+#: The sink strings :func:`parse_sink` accepts, as the error messages show them.
+SINK_FORMS = "'tensorboard[:DIR]', 'wandb' or 'jsonl[:PATH]'"
+
+
 def parse_sink(spec: Any) -> Any:
     """``"tensorboard[:DIR]"``, ``"wandb"``, ``"jsonl[:PATH]"`` -> ``(kind, arg)``; objects with ``write`` pass."""
     if hasattr(spec, "write"):
         return spec
     if not isinstance(spec, str):
-        raise ConfigError(f"a sink is a string like 'tensorboard:runs/x' or an object with write(); got {spec!r}")
+        raise ConfigError(f"a sink is one of {SINK_FORMS} or an object with write(record); got {spec!r}")
     kind, _, arg = spec.partition(":")
     if kind not in SINK_KINDS:
-        raise ConfigError(f"unknown sink {spec!r}; use one of {', '.join(k + '[:...]' for k in SINK_KINDS)}")
+        raise ConfigError(f"unknown sink {spec!r}; use {SINK_FORMS}, or an object with write(record)")
     if kind == "wandb" and arg:
-        raise ConfigError("the wandb sink takes no argument: it logs to the active wandb.run or starts one")
+        raise ConfigError(f"the wandb sink takes no argument, got {spec!r}: use 'wandb' (it logs to the active "
+                          "wandb.run or starts one)")
     return (kind, arg or None)
+
+
+def sink_spec(parsed: Any) -> str | None:
+    """The sink string a :func:`parse_sink` result came from; None for sink objects."""
+    if not isinstance(parsed, tuple):
+        return None
+    kind, arg = parsed
+    return kind if arg is None else f"{kind}:{arg}"
+
+
+def _stop_on(stop_on: Any, rules: list[Rule]) -> frozenset[str]:
+    """``stop_on`` as a set of rule names, each known and switched on by ``alerts=``."""
+    if stop_on is None:
+        return frozenset()
+    if isinstance(stop_on, str):
+        stop_on = [stop_on]
+    names = list(stop_on) if isinstance(stop_on, Iterable) else None
+    if names is None or not all(isinstance(x, str) for x in names):
+        raise ConfigError(f"stop_on must be a rule name or a list of rule names, got {stop_on!r}")
+    stops = frozenset(names)
+    unknown = sorted(stops - set(DEFAULT_RULES))
+    if unknown:
+        raise ConfigError(f"stop_on names unknown rules {unknown}; valid: {', '.join(DEFAULT_RULES)}")
+    off = sorted(stops - {r.name for r in rules})
+    if off:
+        names = ", ".join(map(repr, off))
+        raise ConfigError(f"stop_on names {names}, switched off by alerts=, so it could never stop training; "
+                          f"switch {'it' if len(off) == 1 else 'them'} on in alerts= or drop "
+                          f"{'it' if len(off) == 1 else 'them'} from stop_on")
+    return stops
 
 
 @dataclass
@@ -81,6 +117,10 @@ class MonitorConfig:
     alert_window: int = DEFAULT_DEDUP_SNAPSHOTS
     histogram_bins: int = 64
     save_baseline: bool = True
+    analysis_threads: int = 1
+    priority: str = "low"
+    #: Parsed sink specs given to the constructor (``(kind, arg)`` tuples, or sink objects).
+    sinks: tuple[Any, ...] = ()
 
     @classmethod
     def build(
@@ -104,6 +144,9 @@ class MonitorConfig:
         alert_window: int = DEFAULT_DEDUP_SNAPSHOTS,
         histogram_bins: int = 64,
         save_baseline: bool = True,
+        analysis_threads: int = 1,
+        priority: str = "low",
+        sinks: Any = None,
     ) -> MonitorConfig:
         try:
             chosen = resolve_methods(methods, default=DEFAULT_METHODS)
@@ -117,14 +160,13 @@ class MonitorConfig:
             raise ConfigError(str(exc)) from exc
         if distributed not in MODES:
             raise ConfigError(f"distributed must be one of {', '.join(map(repr, MODES))}, got {distributed!r}")
-        stops = frozenset([stop_on] if isinstance(stop_on, str) else stop_on)
-        unknown = sorted(stops - set(DEFAULT_RULES))
-        if unknown:
-            raise ConfigError(f"stop_on names unknown rules {unknown}; valid: {', '.join(DEFAULT_RULES)}")
+        rules = resolve_rules(alerts)
+        stops = _stop_on(stop_on, rules)
         if on_alert is not None and not callable(on_alert):
             raise ConfigError(f"on_alert must be a function taking an Alert, got {type(on_alert).__name__}")
-        if full_scan_every != "auto":
-            _positive_int("full_scan_every", full_scan_every)
+        if full_scan_every != "auto" and (isinstance(full_scan_every, bool) or not isinstance(full_scan_every, int)
+                                          or full_scan_every < 1):
+            raise ConfigError(f"full_scan_every must be 'auto' or an integer >= 1, got {full_scan_every!r}")
         if isinstance(analysis_budget, bool) or not isinstance(analysis_budget, (int, float)) \
                 or not 0 < analysis_budget <= 1:
             raise ConfigError(f"analysis_budget must be a share of the CPU time > 0 (0.01 = 1 %), got {analysis_budget!r}")
@@ -132,12 +174,18 @@ class MonitorConfig:
                             ("save_baseline", save_baseline)):
             if not isinstance(value, bool):
                 raise ConfigError(f"{name} must be True or False, got {value!r}")
+        if priority not in PRIORITIES:
+            raise ConfigError(f"priority must be one of {', '.join(map(repr, PRIORITIES))}, got {priority!r}")
+        if isinstance(sinks, (str, bytes)) or hasattr(sinks, "write"):
+            sinks = [sinks]
+        if sinks is not None and not isinstance(sinks, Iterable):
+            raise ConfigError(f"sinks must be a list of sink strings or objects, got {type(sinks).__name__}")
         return cls(
             every_n_steps=_positive_int("every_n_steps", every_n_steps),
             methods=chosen,
             layers=_regex("layers", layers),
             exclude=_regex("exclude", exclude),
-            rules=resolve_rules(alerts),
+            rules=rules,
             log_histograms=log_histograms,
             background=background,
             max_pending=_positive_int("max_pending", max_pending),
@@ -151,6 +199,9 @@ class MonitorConfig:
             alert_window=_positive_int("alert_window", alert_window),
             histogram_bins=_positive_int("histogram_bins", histogram_bins, 2),
             save_baseline=save_baseline,
+            analysis_threads=_positive_int("analysis_threads", analysis_threads),
+            priority=priority,
+            sinks=tuple(parse_sink(x) for x in (sinks or ())),
         )
 
     def methods_for(self, full: bool) -> list[str]:
@@ -164,7 +215,11 @@ class MonitorConfig:
         return {name: on.get(name, False) for name in DEFAULT_RULES}
 
     def settings(self) -> dict[str, Any]:
-        """The JSON-able settings (for logs, HF's callback state and the JSONL header)."""
+        """Every JSON-able setting, as keyword arguments: ``MonitorConfig.build(**settings())`` rebuilds this config.
+
+        Used for HF's callback state (a callback rebuilt from it behaves the same). Left
+        out: ``on_alert`` (a function) and sink objects (only sink strings are kept).
+        """
         return {
             "every_n_steps": self.every_n_steps,
             "methods": self.methods,
@@ -183,4 +238,7 @@ class MonitorConfig:
             "alert_window": self.alert_window,
             "histogram_bins": self.histogram_bins,
             "save_baseline": self.save_baseline,
+            "analysis_threads": self.analysis_threads,
+            "priority": self.priority,
+            "sinks": [spec for spec in map(sink_spec, self.sinks) if spec is not None],
         }

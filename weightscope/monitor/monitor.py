@@ -23,7 +23,7 @@ from .distributed import Collectives, split_layers
 from .outputs import MonitorStats, Once, open_sink
 from .record import SnapshotRecord, summarize
 from .snapshot import BufferPool, Selector, Snapshot, sharding_kind, take_snapshot
-from .worker import PRIORITIES, AnalysisWorker
+from .worker import AnalysisWorker
 
 log = logging.getLogger("weightscope.monitor")
 
@@ -115,16 +115,12 @@ class WeightMonitor:
             background=background, max_pending=max_pending, device=device, num_workers=num_workers,
             distributed=distributed, stop_on=stop_on, on_alert=on_alert, full_scan_every=full_scan_every,
             analysis_budget=analysis_budget, alert_window=alert_window, histogram_bins=histogram_bins,
-            save_baseline=save_baseline,
+            save_baseline=save_baseline, analysis_threads=analysis_threads, priority=priority, sinks=sinks,
         )
-        if isinstance(sinks, (str, bytes)):
-            sinks = [sinks]
-        self._sink_specs = [parse_sink(s) for s in (sinks or [])]
+        self._sink_specs = list(self.config.sinks)
         if not isinstance(output_dir, (str, Path)):
             raise ConfigError(f"output_dir must be a path, got {type(output_dir).__name__}")
         self.output_dir = Path(output_dir)
-        if isinstance(analysis_threads, bool) or not isinstance(analysis_threads, int) or analysis_threads < 1:
-            raise ConfigError(f"analysis_threads must be an integer >= 1, got {analysis_threads!r}")
         self.stats = MonitorStats()
         self.alerts: list[Alert] = []
         self.records: list[SnapshotRecord] = []  # the last few, newest last (see keep_records)
@@ -132,9 +128,8 @@ class WeightMonitor:
         self.should_stop = False
         self.sinks: list[Any] = []
         self._once = Once(log)
-        if priority not in PRIORITIES:
-            raise ConfigError(f"priority must be one of {', '.join(map(repr, PRIORITIES))}, got {priority!r}")
-        self._worker = AnalysisWorker(self._handle, threads=analysis_threads, priority=priority)
+        self._worker = AnalysisWorker(self._handle, threads=self.config.analysis_threads,
+                                      priority=self.config.priority)
         self._done: queue.Queue[SnapshotRecord] = queue.Queue()
         self._pool = BufferPool()
         self._selector_cache: Selector | None = None
