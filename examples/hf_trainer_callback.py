@@ -73,7 +73,9 @@ def main() -> None:
     monitor = weightscope.monitor
     for alert in monitor.alerts:
         print(f"ALERT [{alert.level}] step {alert.step}: {alert.message}")
-    print(f"{monitor.stats.snapshots} snapshots; loop blocked {1e3 * monitor.stats.mean_blocking_s:.2f} ms per snapshot")
+    s = monitor.stats
+    print(f"{s.snapshots} snapshots taken, {s.skipped} skipped while analysis was behind (see max_pending), "
+          f"{len(monitor.alerts)} alerts; loop blocked {1e3 * s.mean_blocking_s:.2f} ms per snapshot")
     print(f"history: {monitor.output_dir / 'weightscope.jsonl'}")
 
 

@@ -169,3 +169,109 @@ def test_resume_from_an_hf_checkpoint(tmp_path):
     assert second.monitor.state_dict()["alert_state"]["drift"]["transformer.h.0.mlp.c_fc"][: len(drift)] == drift
     steps = [r["step"] for r in read_jsonl(tmp_path / "weightscope.jsonl")]
     assert steps == [0, 5, 10, 15, 20]
+
+
+class SlowStart(transformers.TrainerCallback):
+    """Takes over a second in on_train_begin, as HF's WandbCallback may: the clock moves on to a new second
+    between HF's TensorBoard integration choosing its folder and WeightScope choosing its own."""
+
+    def on_train_begin(self, args, state, control, **kw):
+        import time
+
+        time.sleep(1.1)
+
+
+def _events_by_folder(runs: Path) -> dict[Path, dict[str, set[str]]]:
+    """folder -> event file name -> every tag in it (read back with TensorBoard's EventAccumulator)."""
+    from callback_readers import tb_accumulators
+
+    out: dict[Path, dict[str, set[str]]] = {}
+    for folder in sorted(p for p in runs.iterdir() if p.is_dir()):
+        for events, acc in zip(sorted(folder.glob("events.out.tfevents.*")), tb_accumulators(folder)):
+            out.setdefault(folder, {})[events.name] = {t for tags in acc.Tags().values()
+                                                       if isinstance(tags, list) for t in tags}
+    return out
+
+
+# "writer": WeightScope reads the folder off HF's TensorBoardCallback. "event files": a transformers where the
+# callback cannot be reached; the newest event file this process wrote under output_dir/runs tells the folder.
+@pytest.mark.parametrize("route", ["writer", "event files"])
+def test_tensorboard_events_share_hf_folder_when_wandb_is_slow(tmp_path, monkeypatch, route):
+    import wandb
+
+    import weightscope.callbacks.huggingface as hf
+
+    if route == "event files":
+        monkeypatch.setattr(hf, "_trainer_callbacks", lambda *a, **k: [])
+    monkeypatch.delenv("TENSORBOARD_LOGGING_DIR", raising=False)
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_PROJECT", "weightscope-test")
+    config = transformers.GPT2Config(vocab_size=64, n_positions=16, n_embd=16, n_layer=1, n_head=2,
+                                     bos_token_id=0, eos_token_id=0)
+    torch.manual_seed(0)
+    args = transformers.TrainingArguments(
+        output_dir=str(tmp_path / "out"), max_steps=10, per_device_train_batch_size=8, logging_steps=5,
+        report_to=["tensorboard", "wandb"], save_strategy="no", use_cpu=True, disable_tqdm=True,
+    )
+    cb = WeightScopeTrainerCallback(every_n_steps=5, methods="basic_stats", max_pending=64)
+    trainer = transformers.Trainer(model=transformers.GPT2LMHeadModel(config), args=args,
+                                   train_dataset=TokenData(), callbacks=[SlowStart(), cb])
+    try:
+        trainer.train()
+    finally:
+        wandb.finish()
+
+    folders = _events_by_folder(tmp_path / "out" / "runs")
+    assert len(folders) == 1, folders  # one run, one folder: HF's and WeightScope's events side by side
+    (folder, files), = folders.items()
+    assert cb.tensorboard_log_dir == folder
+    hf_files = [name for name, tags in files.items() if "train/loss" in tags]
+    ours = [name for name, tags in files.items() if f"weights_l2_norm/{LAYER}" in tags]
+    assert hf_files and ours and set(hf_files).isdisjoint(ours)
+    assert sorted(tb_scalars(folder)[f"weights_l2_norm/{LAYER}"]) == [0, 5, 10]
+
+
+def test_unknown_keyword_names_the_callback_and_the_keyword():
+    from weightscope.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"WeightScopeTrainerCallback got an unexpected keyword argument "
+                                          r"'evry_n_steps' \(did you mean 'every_n_steps'\?\)") as info:
+        WeightScopeTrainerCallback(evry_n_steps=5)
+    assert "WeightMonitor" not in str(info.value) and "tensorboard" in str(info.value)
+    with pytest.raises(ConfigError, match="'no_such_setting'"):
+        WeightScopeTrainerCallback(every_n_steps=5, no_such_setting=1)
+    # WeightMonitor's own settings still pass through
+    assert WeightScopeTrainerCallback(full_scan_every=3, alert_window=4).monitor.config.alert_window == 4
+
+
+def test_missing_transformers_says_what_to_install():
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['transformers'] = None\n"
+            "import weightscope.callbacks\n"  # needs no framework
+            "try:\n"
+            "    from weightscope.callbacks import WeightScopeTrainerCallback\n"
+            "except ImportError as exc:\n"
+            "    print(type(exc).__name__, exc)\n"
+            "try:\n"
+            "    import weightscope.callbacks.huggingface\n"
+            "except ImportError as exc:\n"
+            "    print(type(exc).__name__, exc)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.strip().splitlines()
+    assert len(lines) == 2, out.stdout
+    for line in lines:
+        assert line.startswith("ModuleNotFoundError WeightScopeTrainerCallback needs transformers"), line
+        assert "pip install 'weightscope[hf]'" in line
+
+
+def test_callback_state_rebuilds_the_analysis_thread_settings_too():
+    import json
+
+    cb = WeightScopeTrainerCallback(every_n_steps=7, priority="idle", analysis_threads=2, tensorboard=False)
+    rebuilt = WeightScopeTrainerCallback(**json.loads(json.dumps(cb.state()))["args"])
+    assert (rebuilt.monitor.config.priority, rebuilt.monitor.config.analysis_threads) == ("idle", 2)
+    assert (rebuilt.monitor._worker._priority, rebuilt.monitor._worker._threads) == ("idle", 2)  # what runs

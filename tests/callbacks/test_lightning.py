@@ -206,3 +206,38 @@ def test_the_last_step_is_a_full_final_snapshot_even_when_periodic_ones_are_thin
     assert [r["kind"] for r in records] == ["baseline"] + ["periodic"] * (len(steps) - 2) + ["final"]
     full = [r["step"] for r in records if "spectral" in r["layers"]["net.inp"]]
     assert full == [0, steps[-1]]
+
+
+def test_unknown_keyword_names_the_callback_and_the_keyword():
+    from weightscope.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"WeightScopeCallback got an unexpected keyword argument "
+                                          r"'stop_onn' \(did you mean 'stop_on'\?\)") as info:
+        WeightScopeCallback(stop_onn=["nan"])
+    assert "WeightMonitor" not in str(info.value)
+    with pytest.raises(ConfigError, match="'tensorboard'"):  # the HF callback's option, not this one's
+        WeightScopeCallback(tensorboard=False)
+    assert WeightScopeCallback(full_scan_every=3, alert_window=4).monitor.config.alert_window == 4
+
+
+def test_missing_lightning_says_what_to_install():
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['lightning'] = None\n"
+            "import weightscope.callbacks\n"  # needs no framework
+            "try:\n"
+            "    from weightscope.callbacks import WeightScopeCallback\n"
+            "except ImportError as exc:\n"
+            "    print(type(exc).__name__, exc)\n"
+            "try:\n"
+            "    import weightscope.callbacks.lightning\n"
+            "except ImportError as exc:\n"
+            "    print(type(exc).__name__, exc)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.strip().splitlines()
+    assert len(lines) == 2, out.stdout
+    for line in lines:
+        assert line.startswith("ModuleNotFoundError WeightScopeCallback needs lightning"), line
+        assert "pip install 'weightscope[lightning]'" in line

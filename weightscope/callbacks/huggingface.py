@@ -6,12 +6,20 @@ import json
 import logging
 import os
 import socket
+import sys
 import uuid
+from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from transformers import TrainerCallback
+from . import _check_monitor_kwargs, _raise_if_missing
+
+try:
+    from transformers import TrainerCallback
+except ImportError as exc:
+    _raise_if_missing(exc, "transformers", "hf", "WeightScopeTrainerCallback")
+    raise
 
 from ..monitor import WeightMonitor
 from ..sinks import wandb as wandb_sink
@@ -34,18 +42,33 @@ TOKEN_ARG = "weightscope_token"
 _NOT_JSON: dict[str, dict[str, Any]] = {}
 
 
-def tensorboard_dir(args: Any) -> Path:
-    """The folder HF's own TensorBoard integration writes to.
+def tensorboard_dir(args: Any, trainer_callbacks: Iterable[Any] = ()) -> Path:
+    """The folder HF's own TensorBoard integration writes to (or would write to, were it on).
 
-    transformers 4.x: ``args.logging_dir``. 5.x: ``$TENSORBOARD_LOGGING_DIR``,
-    else ``output_dir/runs/<date>_<host>`` (the integration's own default).
+    In order: where the writer of HF's ``TensorBoardCallback`` among
+    ``trainer_callbacks`` writes (once its ``on_train_begin`` has run: the
+    folder it actually made); ``args.logging_dir`` (transformers 4.x);
+    ``$TENSORBOARD_LOGGING_DIR``; with ``tensorboard`` in ``args.report_to``,
+    the folder under ``output_dir/runs`` of the newest event file this process
+    wrote (HF's writer made it a moment ago); else a new
+    ``output_dir/runs/<date>_<host>`` (5.x's default). The last is stamped to
+    the second, and HF's integration took its own stamp earlier: call this
+    once per run, after HF's ``on_train_begin``.
     """
+    for cb in trainer_callbacks:
+        folder = _hf_writer_dir(cb)
+        if folder is not None:
+            return folder
     logging_dir = getattr(args, "logging_dir", None)
     if logging_dir:
         return Path(logging_dir)
     env = os.environ.get("TENSORBOARD_LOGGING_DIR")
     if env:
         return Path(env).expanduser()
+    if _reports_to(args, "tensorboard"):
+        folder = _newest_own_events_dir(Path(args.output_dir) / "runs")
+        if folder is not None:
+            return folder
     try:
         from transformers.integrations.integration_utils import default_logdir
 
@@ -53,6 +76,67 @@ def tensorboard_dir(args: Any) -> Path:
     except ImportError:  # moved or gone: same recipe as PyTorch's SummaryWriter
         sub = os.path.join("runs", datetime.now().strftime("%b%d_%H-%M-%S") + "_" + socket.gethostname())
     return Path(args.output_dir) / sub
+
+
+def _hf_writer_dir(callback: Any) -> Path | None:
+    """The folder of an HF ``TensorBoardCallback``'s writer (torch's or tensorboardX's ``SummaryWriter``)."""
+    try:
+        from transformers.integrations import TensorBoardCallback
+    except ImportError:  # pragma: no cover - transformers without the integration
+        return None
+    if not isinstance(callback, TensorBoardCallback):
+        return None
+    writer = getattr(callback, "tb_writer", None)
+    if writer is not None:
+        get_logdir = getattr(writer, "get_logdir", None)
+        folder = get_logdir() if callable(get_logdir) else getattr(writer, "log_dir", None)
+        if folder:
+            return Path(folder)
+    folder = getattr(callback, "logging_dir", None)  # 5.x: chosen in on_train_begin, writer made on first log
+    return Path(folder) if folder else None
+
+
+def _newest_own_events_dir(runs: Path) -> Path | None:
+    """The folder (``runs/*``) of the newest TensorBoard event file that this process wrote.
+
+    Event file names carry their writer's creation time, host and pid:
+    ``events.out.tfevents.<seconds>.<host>.<pid>.<n>``.
+    """
+    mark = f".{socket.gethostname()}.{os.getpid()}."
+    best: tuple[int, int] | None = None
+    found = None
+    try:
+        candidates = list(runs.glob("*/events.out.tfevents.*"))
+    except OSError:
+        return None
+    for path in candidates:
+        if mark not in path.name:
+            continue
+        try:
+            key = (int(path.name.split(".")[3]), path.stat().st_mtime_ns)
+        except (IndexError, ValueError, OSError):
+            continue
+        if best is None or key > best:
+            best, found = key, path.parent
+    return found
+
+
+def _trainer_callbacks(depth: int = 8) -> list[Any]:
+    """The callbacks of the ``Trainer`` whose ``CallbackHandler`` is calling us (found on the call stack):
+    HF passes callbacks neither the trainer nor each other."""
+    try:
+        from transformers.trainer_callback import CallbackHandler
+    except ImportError:  # pragma: no cover
+        return []
+    frame = sys._getframe(1)
+    for _ in range(depth):
+        if frame is None:
+            break
+        owner = frame.f_locals.get("self")
+        if isinstance(owner, CallbackHandler):
+            return list(getattr(owner, "callbacks", []))
+        frame = frame.f_back
+    return []
 
 
 def _reports_to(args: Any, name: str) -> bool:
@@ -139,6 +223,7 @@ class WeightScopeTrainerCallback(TrainerCallback, ExportableState):
         **monitor_kwargs: Any,
     ) -> None:
         token = monitor_kwargs.pop(TOKEN_ARG, None)
+        _check_monitor_kwargs(WeightScopeTrainerCallback, monitor_kwargs)
         if on_alert is None and token in _NOT_JSON:
             on_alert = _NOT_JSON[token]["on_alert"]
         self._token = token if isinstance(token, str) else uuid.uuid4().hex
@@ -153,6 +238,8 @@ class WeightScopeTrainerCallback(TrainerCallback, ExportableState):
         self._tensorboard = bool(tensorboard)
         self.monitor = self._new_monitor()  # validates every argument now
         self.resume_state: dict[str, Any] | None = None
+        #: Where this run's TensorBoard events go (set at train begin; None: no TensorBoard).
+        self.tensorboard_log_dir: Path | None = None
 
     def _new_monitor(self) -> WeightMonitor:
         return WeightMonitor(**self._kwargs, output_dir=self._output_dir or "weightscope-logs")
@@ -176,9 +263,13 @@ class WeightScopeTrainerCallback(TrainerCallback, ExportableState):
             self.monitor.load_state_dict(resume)
         if state.is_world_process_zero:
             histograms = self.monitor.config.log_histograms
+            self.tensorboard_log_dir = None
             if self._tensorboard:
                 try:
-                    self.monitor.add_sink(TensorBoardSink(tensorboard_dir(args), histograms=histograms))
+                    # HF's integration callbacks come before the user's: its writer has made its folder by now.
+                    folder = tensorboard_dir(args, _trainer_callbacks())
+                    self.monitor.add_sink(TensorBoardSink(folder, histograms=histograms))
+                    self.tensorboard_log_dir = folder
                 except Exception as exc:  # tensorboard not installed: the other sinks still work
                     log.warning("weightscope: no TensorBoard logging: %s", exc)
             if _reports_to(args, "wandb"):

@@ -5,8 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import lightning.pytorch as pl
-from lightning.pytorch.callbacks import Callback
+from . import _check_monitor_kwargs, _raise_if_missing
+
+try:
+    import lightning.pytorch as pl
+    from lightning.pytorch.callbacks import Callback
+except ImportError as exc:
+    _raise_if_missing(exc, "lightning", "lightning", "WeightScopeCallback")
+    raise
 
 from ..monitor import WeightMonitor
 from ..monitor.naming import wandb_keys
@@ -106,6 +112,7 @@ class WeightScopeCallback(Callback):
         output_dir: str | Path | None = None,
         **monitor_kwargs: Any,
     ) -> None:
+        _check_monitor_kwargs(WeightScopeCallback, monitor_kwargs)
         self._kwargs = dict(
             every_n_steps=every_n_steps, methods=methods, layers=layers, exclude=exclude, alerts=alerts,
             log_histograms=log_histograms, background=background, max_pending=max_pending, device=device,
