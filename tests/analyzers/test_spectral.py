@@ -59,12 +59,31 @@ def test_rank_deficient_matches_numpy_matrix_rank(rng, mx, run):
     assert got["stable_rank"] == pytest.approx(np.sum(nz**2) / 25.0, rel=1e-6)
 
 
-def test_zero_matrix(run):
-    got = run("spectral", torch.zeros(20, 30))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_zero_matrix_ranks_are_undefined_not_zero(run, dtype):
+    w = torch.zeros(20, 30, dtype=dtype)
+    got = run("spectral", w)
+    ref = np.linalg.svd(w.double().numpy(), compute_uv=False)
+    assert got["max_singular_value"] == ref[0] == 0.0 and got["min_singular_value"] == ref[-1] == 0.0
+    assert got["top_singular_values"] == [0.0] * 10
+    # numpy's own rank of the zero matrix is 0: defined, and kept.
+    assert got["numerical_rank"] == np.linalg.matrix_rank(w.double().numpy()) == 0 and got["total_rank"] == 20
     assert got["condition_number"] == math.inf
-    assert got["max_singular_value"] == 0.0 and got["singular_value_ratio"] is None
-    assert got["numerical_rank"] == 0 and got["effective_rank"] == 0.0 and got["stable_rank"] == 0.0
+    # sigma/sigma_max and sigma/sum(sigma) are 0/0: undefined, so None (never a made-up 0).
+    with np.errstate(invalid="ignore", divide="ignore"):
+        assert np.isnan(np.sum(ref**2) / ref[0] ** 2) and np.isnan((ref / ref.sum())[0])
+    assert got["singular_value_ratio"] is None and got["stable_rank"] is None and got["effective_rank"] is None
+    assert "note" not in got
     json.dumps(got)
+
+
+def test_near_zero_matrix_keeps_real_ranks(rng, mx, run):
+    # Tiny but nonzero weights are not the zero matrix: their ranks are numbers, scale-free.
+    s = mx.log_spaced(12, 10.0, top=1e-30)
+    got = run("spectral", mx.with_singular_values(rng, 30, 12, s))
+    ref = _reference(s, (30, 12))
+    assert got["stable_rank"] == pytest.approx(ref["stable_rank"], rel=1e-6)
+    assert got["effective_rank"] == pytest.approx(ref["effective_rank"], rel=1e-6)
 
 
 @pytest.mark.parametrize("shape", [(1, 40), (40, 1)])
@@ -111,3 +130,45 @@ def test_numerical_rank_uses_the_stored_precision_like_numpy(run):
     # the same values held in float64 are judged with float64's eps, as numpy does
     w64 = w.double()
     assert run("spectral", w64)["numerical_rank"] == np.linalg.matrix_rank(w64.numpy())
+
+
+def test_zero_matrix_none_reaches_table_json_csv_and_charts(tmp_path, capsys):
+    """The undefined ranks of a zero layer go through every consumer as None / null / blank / '-'."""
+    import csv
+
+    from safetensors.torch import save_file
+
+    from weightscope.cli.main import main
+    from weightscope.core.scope import Scope
+    from weightscope.monitor.naming import scalar_metrics
+    from weightscope.monitor.record import summarize
+
+    g = torch.Generator().manual_seed(0)
+    dense = torch.randn(16, 24, generator=g)
+    save_file({"zero.weight": torch.zeros(16, 24), "dense.weight": dense}, str(tmp_path / "m.safetensors"))
+    ref = np.linalg.svd(dense.double().numpy(), compute_uv=False)
+    ref_stable = float(np.sum(ref**2) / ref[0] ** 2)
+
+    out_json, out_csv = tmp_path / "m.json", tmp_path / "m.csv"
+    assert main(["scan", "--model", str(tmp_path / "m.safetensors"), "--methods", "basic_stats", "spectral",
+                 "--output", str(out_json)]) == 0
+    table = capsys.readouterr().out
+    row = next(line for line in table.splitlines() if " zero " in line)
+    assert row.split("│")[3].strip() == "-" and row.split("│")[4].strip() == "-" and "0/16" in row
+    layers = json.loads(out_json.read_text(), parse_constant=lambda t: pytest.fail(t))["layers"]
+    assert layers["zero"]["spectral"]["stable_rank"] is None and layers["zero"]["spectral"]["effective_rank"] is None
+    assert layers["zero"]["spectral"]["numerical_rank"] == 0
+    assert layers["dense"]["spectral"]["stable_rank"] == pytest.approx(ref_stable, rel=1e-6)
+
+    assert main(["scan", "--model", str(tmp_path / "m.safetensors"), "--methods", "spectral", "--quiet",
+                 "--output", str(out_csv)]) == 0
+    rows = {r["layer"]: r for r in csv.DictReader(out_csv.open())}
+    assert rows["zero"]["spectral.stable_rank"] == "" and rows["zero"]["spectral.effective_rank"] == ""
+    assert float(rows["dense"]["spectral.stable_rank"]) == pytest.approx(ref_stable, rel=1e-6)
+
+    # The callbacks' charts leave the undefined values out rather than plot a 0.
+    results = Scope(str(tmp_path / "m.safetensors")).scan(methods=["spectral"])
+    charts = scalar_metrics(results, {}, {}, summarize(results, {}, {}, [], 0))
+    assert "weights_stable_rank/zero" not in charts and "weights_effective_rank/zero" not in charts
+    assert charts["weights_numerical_rank/zero"] == 0.0
+    assert charts["weights_stable_rank/dense"] == pytest.approx(ref_stable, rel=1e-6)

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from weightscope.comparison import spectrum_metrics, update_spectrum
-from weightscope.comparison.update_spectrum import spectrum_from_gram, update_gram
+from weightscope.comparison.update_spectrum import spectrum_from_gram, update_gram, zero_update_metrics
 
 
 def _np_sv(a: torch.Tensor, b: torch.Tensor) -> np.ndarray:
@@ -54,9 +54,46 @@ def test_metrics_match_closed_form_on_known_spectrum():
 
 def test_zero_update_and_bf16(gen):
     a = torch.randn(30, 20, generator=gen).bfloat16()
-    zero = {"update_stable_rank": 0.0, "update_effective_rank": 0.0, "update_rank_90": 0}
+    # ΔW = 0: every σ is 0 (numpy agrees), so ‖ΔW‖²/σ_max² and the entropy of σ/Σσ are 0/0 (None),
+    # while no singular value at all is needed to hold 90 % of zero energy (0).
+    assert not _np_sv(a, a.clone()).any()
+    zero = {"update_stable_rank": None, "update_effective_rank": None, "update_rank_90": 0}
     assert update_spectrum(a, a.clone()) == zero
+    assert update_spectrum(a, a.clone().neg().neg()) == zero  # equal values, a fresh tensor
+    assert spectrum_metrics(torch.zeros(5, dtype=torch.float64)) == zero == zero_update_metrics()
+    assert spectrum_metrics(torch.zeros(0, dtype=torch.float64)) == zero
     u, v = torch.randn(30, 1, generator=gen), torch.randn(1, 20, generator=gen)
     b = (a.double() + u.double() @ v.double()).bfloat16()
     sv = spectrum_from_gram(update_gram(a, b)).numpy()
     np.testing.assert_allclose(sv[:20], _np_sv(a, b), rtol=1e-8, atol=1e-9)
+
+
+def test_zero_update_through_compare_is_none_in_json(tmp_path):
+    """ΔW = 0 from two tensors that differ in bits only (0.0 vs -0.0): the comparison's update spectrum."""
+    import json
+
+    from safetensors.torch import save_file
+
+    from weightscope.cli.main import main
+
+    g = torch.Generator().manual_seed(0)
+    dense = torch.randn(16, 24, generator=g)
+    low = 0.1 * torch.randn(16, 1, generator=g) @ torch.randn(1, 24, generator=g)
+    same = torch.randn(8, 8, generator=g)
+    save_file({"z.weight": torch.zeros(16, 24), "d.weight": dense, "s.weight": same}, str(tmp_path / "a.safetensors"))
+    save_file({"z.weight": -torch.zeros(16, 24), "d.weight": dense + low, "s.weight": same},
+              str(tmp_path / "b.safetensors"))
+    out = tmp_path / "c.json"
+    assert main(["compare", "--model1", str(tmp_path / "a.safetensors"), "--model2", str(tmp_path / "b.safetensors"),
+                 "--methods", "basic_stats", "spectral", "--output", str(out), "--quiet"]) == 0
+    lc = json.loads(out.read_text(), parse_constant=lambda t: pytest.fail(t))["layer_comparisons"]
+    assert lc["z"]["identical"] is False and lc["z"]["max_abs_diff"] == 0.0
+    z = lc["z"]
+    assert (z["update_stable_rank"], z["update_effective_rank"], z["update_rank_90"]) == (None, None, 0)
+    assert lc["z"]["stable_rank_diff"] is None  # both sides' stable rank is undefined
+    s = lc["s"]  # bit-identical: no spectrum computed, the same undefined ranks
+    assert s["identical"] is True
+    assert (s["update_stable_rank"], s["update_effective_rank"], s["update_rank_90"]) == (None, None, 0)
+    sv = _np_sv(dense, dense + low)
+    assert lc["d"]["update_stable_rank"] == pytest.approx(np.sum(sv**2) / sv[0] ** 2, rel=1e-6)
+    assert lc["d"]["update_rank_90"] == 1

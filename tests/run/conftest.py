@@ -1,5 +1,5 @@
 import pytest
-from run_builders import build_hf_run, build_lightning_run
+from run_builders import build_hf_run, build_lightning_run, build_sharded_model
 
 
 @pytest.fixture(scope="session")
@@ -14,3 +14,9 @@ def lightning_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("lightning")
     run = build_lightning_run(root / "run", root / "live")
     return run, root / "live" / "weightscope.jsonl"
+
+
+@pytest.fixture(scope="session")
+def sharded_model(tmp_path_factory):
+    """One tiny GPT-2 in 7 shards + index (``save_pretrained(max_shard_size=...)``). Copy it before damaging it."""
+    return build_sharded_model(tmp_path_factory.mktemp("sharded") / "model")

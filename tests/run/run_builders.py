@@ -76,6 +76,17 @@ def build_lightning_run(out: Path, live_dir: Path) -> Path:
     return out
 
 
+def build_sharded_model(out: Path) -> Path:
+    """A tiny GPT-2 saved by ``save_pretrained`` in 7 safetensors shards + ``model.safetensors.index.json``."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(1)
+    model = GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=VOCAB, n_positions=CTX))
+    model.save_pretrained(out, max_shard_size="20KB")
+    assert len(list(out.glob("model-*-of-00007.safetensors"))) == 7, sorted(p.name for p in out.iterdir())
+    return out
+
+
 def copy_run(src: Path, dst: Path) -> Path:
     """A private copy to damage or extend, without the cache of earlier tests."""
     shutil.copytree(src, dst, ignore=shutil.ignore_patterns(".weightscope-cache"))
@@ -87,6 +98,16 @@ def hf_weights(checkpoint: Path) -> dict[str, np.ndarray]:
     from safetensors.numpy import load_file
 
     return _matrices(load_file(checkpoint / "model.safetensors"))
+
+
+def sharded_weights(folder: Path) -> dict[str, np.ndarray]:
+    """Every shard of a sharded model read with safetensors' numpy API, merged."""
+    from safetensors.numpy import load_file
+
+    merged: dict[str, np.ndarray] = {}
+    for shard in sorted(folder.glob("*-of-*.safetensors")):
+        merged.update(load_file(shard))
+    return _matrices(merged)
 
 
 def lightning_weights(ckpt: Path) -> dict[str, np.ndarray]:

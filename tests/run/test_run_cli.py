@@ -73,3 +73,39 @@ def test_sparkline_scales_marks_missing_nan_inf_and_takes_logs():
     assert sparkline([1.0, None, float("nan"), float("inf"), 8.0]) == "▁·?!█"
     assert sparkline([1.0, 10.0, 100.0], log=True) == "▁▅█"  # decades are evenly spaced
     assert sparkline([2.0, 2.0]) == "▄▄" and sparkline([]) == ""
+
+
+def test_sharded_model_missing_a_shard_is_the_models_error_not_a_run(sharded_model, tmp_path, capsys):
+    import shutil
+
+    import numpy as np
+    from run_builders import sharded_weights
+
+    from weightscope.errors import SourceError
+    from weightscope.sources import open_source
+
+    # Whole: a plain scan, every layer's norm as numpy float64 has it from the shards themselves.
+    out = tmp_path / "whole.json"
+    assert main(["scan", "--model", str(sharded_model), "--methods", "basic_stats", "--quiet",
+                 "--output", str(out)]) == 0
+    assert "WeightScope scan of" in capsys.readouterr().out
+    layers = _strict(out)["layers"]
+    ref = sharded_weights(sharded_model)
+    assert set(layers) == set(ref) and len(ref) == 10
+    for layer, w in ref.items():
+        assert layers[layer]["basic_stats"]["l2_norm"] == pytest.approx(np.linalg.norm(w), rel=1e-9)
+
+    broken = shutil.copytree(sharded_model, tmp_path / "broken")
+    (broken / "model-00003-of-00007.safetensors").unlink()
+    with pytest.raises(SourceError) as exc:
+        open_source(broken)
+    assert "names shard files that are missing: model-00003-of-00007.safetensors" in str(exc.value)
+    assert main(["scan", "--model", str(broken), "--methods", "basic_stats", "--quiet"]) == 1
+    printed = capsys.readouterr()
+    assert "run folder" not in printed.out and "checkpoints" not in printed.out
+    assert printed.err.strip() == f"weightscope: error: {exc.value}"
+    assert not (broken / ".weightscope-cache").exists()
+    # A run flag on it: still an error, that says what the folder is and what is wrong with it.
+    assert main(["scan", "--model", str(broken), "--last", "2", "--quiet"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "holds one sharded model" in err and "model-00003-of-00007" in err

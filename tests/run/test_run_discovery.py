@@ -4,7 +4,7 @@ import shutil
 
 import pytest
 import torch
-from run_builders import STEPS
+from run_builders import STEPS, copy_run
 from safetensors.torch import save_file
 
 from weightscope.errors import ConfigError, SourceError
@@ -113,3 +113,44 @@ def test_select_steps_every_last(hf_run):
     assert steps(select_checkpoints(cps, every=2, last=1)) == [6]
     with pytest.raises(ConfigError, match="no checkpoint at step 5; steps in this run: 2, 4, 6"):
         select_checkpoints(cps, steps=[5])
+
+
+def test_sharded_model_is_a_model_never_a_run_even_with_a_shard_missing(sharded_model, tmp_path):
+    assert not is_run_folder(sharded_model)
+    with pytest.raises(SourceError, match="holds one sharded model .model.safetensors.index.json."):
+        discover_run(sharded_model)
+    broken = shutil.copytree(sharded_model, tmp_path / "broken")
+    (broken / "model-00003-of-00007.safetensors").unlink()
+    # Six shards left, named with no step and of different mtimes: still one (broken) model, not 6 "steps".
+    assert not is_run_folder(broken)
+    with pytest.raises(SourceError, match="not a run folder.*names shard files that are missing: "
+                                          "model-00003-of-00007.safetensors"):
+        discover_run(broken)
+    # Without the index, the shard names alone say "one model".
+    (broken / "model.safetensors.index.json").unlink()
+    assert not is_run_folder(broken)
+    with pytest.raises(SourceError, match=r"holds one sharded model \(model-00001-of-00007.safetensors\)"):
+        discover_run(broken)
+
+
+def test_scan_run_on_a_broken_sharded_model_fails_and_writes_no_cache(sharded_model, tmp_path):
+    import weightscope
+
+    broken = shutil.copytree(sharded_model, tmp_path / "broken")
+    (broken / "model-00003-of-00007.safetensors").unlink()
+    with pytest.raises(SourceError, match="names shard files that are missing: model-00003-of-00007"):
+        weightscope.scan_run(broken, methods=["basic_stats"])
+    assert not (broken / ".weightscope-cache").exists()
+
+
+def test_trainer_output_with_final_sharded_model_beside_checkpoints_is_still_a_run(hf_run, sharded_model, tmp_path):
+    # Trainer.save_model(output_dir) after training: the final model's shards + index next to checkpoint-N/.
+    run = copy_run(hf_run, tmp_path / "run")
+    for f in sharded_model.iterdir():
+        shutil.copy(f, run / f.name)
+    assert is_run_folder(run)
+    listing = discover_run(run)
+    assert listing.steps == STEPS and {cp.path.name for cp in listing.checkpoints} == {f"checkpoint-{s}" for s in STEPS}
+    shards = sorted(p.name for p in listing.ignored)
+    assert shards == [f"model-0000{i}-of-00007.safetensors" for i in range(1, 8)]
+    assert all("shard" in why for why in listing.ignored.values())

@@ -7,6 +7,7 @@ from run_builders import STEPS, hf_weights, lightning_weights, reference_diff
 
 import weightscope
 from weightscope.core.results import ScanResults
+from weightscope.errors import WeightScopeError
 from weightscope.run.trajectory import RUN_FORMAT, Trajectory
 
 METHODS = ["basic_stats", "spectral", "quantization"]
@@ -115,3 +116,49 @@ def test_long_table_and_run_json(hf_traj, tmp_path):
     lines = csv.read_text().splitlines()
     assert lines[0] == "step,layer,metric,value" and len(lines) == len(frame) + 1
     assert all(math.isfinite(v) for v in frame.value)
+
+
+def test_series_and_drift_series_against_numpy(hf_run, hf_traj):
+    layer = "transformer.h.0.mlp.c_fc"  # the docs' example (docs/runs.md)
+    weights = {s: hf_weights(hf_run / f"checkpoint-{s}")[layer] for s in STEPS}
+    svs = {s: np.linalg.svd(w, compute_uv=False) for s, w in weights.items()}
+    assert hf_traj.series(layer, "basic_stats", "l2_norm") == pytest.approx(
+        [np.linalg.norm(weights[s]) for s in STEPS], rel=1e-9)
+    assert hf_traj.series(layer, "spectral", "condition_number") == pytest.approx(
+        [svs[s][0] / svs[s][-1] for s in STEPS], rel=1e-6)
+    assert hf_traj.series(layer, "spectral", "stable_rank") == pytest.approx(
+        [np.sum(svs[s] ** 2) / svs[s][0] ** 2 for s in STEPS], rel=1e-6)
+    prev = hf_traj.drift_series(layer)
+    assert prev[0] is None and prev[1:] == pytest.approx(
+        [reference_diff(weights[a], weights[b])["relative_l2_distance"] for a, b in zip(STEPS, STEPS[1:])], rel=1e-9)
+    first = hf_traj.drift_series(layer, "l2_distance", from_first=True)
+    assert first[0] is None and first[1:] == pytest.approx(
+        [reference_diff(weights[STEPS[0]], weights[s])["l2_distance"] for s in STEPS[1:]], rel=1e-9)
+    assert hf_traj.layers == list(hf_weights(hf_run / "checkpoint-2"))
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        # The name docs/runs.md once showed: GPT-2's layers are transformer.h.0.mlp.c_fc and the like.
+        (lambda t: t.series("h.0.mlp", "spectral", "condition_number"),
+         "no layer 'h.0.mlp' in this run; did you mean 'transformer.h.0.mlp.c_fc', 'transformer.h.0.mlp.c_proj'?"),
+        (lambda t: t.series("transformer.h.0.mlp.c_fc", "esd", "alpha"), "no method 'esd' in this run"),
+        (lambda t: t.series("transformer.h.0.mlp.c_fc", "spectral", "cond"),
+         "no spectral metric 'cond' in this run; did you mean 'condition_number'?"),
+        (lambda t: t.series("transformer.h.0.mlp.c_fc", "quantization", "recommendation"),
+         "quantization 'recommendation' is not a single number per step"),
+        (lambda t: t.drift_series("h.0.mlp"), "no layer 'h.0.mlp' in this run"),
+        (lambda t: t.drift_series("transformer.h.0.mlp.c_fc", "relative_l2"),
+         "no drift metric 'relative_l2' in this run; did you mean 'relative_l2_distance'?"),
+        (lambda t: t.record(3), "no checkpoint at step 3; steps: 2, 4, 6"),
+        (lambda t: t[3], "no checkpoint at step 3"),
+    ],
+)
+def test_unknown_layer_method_metric_or_step_is_an_error_never_a_row_of_none(hf_traj, call, message):
+    with pytest.raises(KeyError) as exc:
+        call(hf_traj)
+    assert isinstance(exc.value, WeightScopeError)
+    assert message in str(exc.value)
+    if "layer" in message:
+        assert "layers: transformer.h.0.mlp.c_fc" in str(exc.value) and "(10 in all)" in str(exc.value)

@@ -88,6 +88,14 @@ def test_several_unrelated_checkpoints_are_listed(tmp_path: Path) -> None:
         assert name in str(info.value)
 
 
+def test_missing_shard_without_an_index_is_named(tmp_path: Path) -> None:
+    for i in (1, 3):
+        save_file({f"t{i}": torch.ones(2, 2)}, tmp_path / f"model-{i:05d}-of-00004.safetensors")
+    with pytest.raises(SourceError, match="shard files are missing: model-00002-of-00004.safetensors, "
+                                          "model-00004-of-00004.safetensors \\(incomplete download"):
+        open_source(tmp_path)
+
+
 def test_missing_shard(ckpts: Any, tmp_path: Path) -> None:
     folder = _copy(ckpts.hf_sharded, tmp_path / "m")
     # How many shards save_pretrained makes of the same limit differs between transformers versions.

@@ -11,7 +11,11 @@ Conventions:
   singular values below the storage's rounding noise carry no information.
 - ``effective_rank`` is exp(Shannon entropy of p = sigma / sum(sigma)) over the
   nonzero singular values (Roy & Vetterli, 2007).
-- The zero matrix has numerical, stable and effective rank 0.0.
+- The zero matrix has ``numerical_rank`` 0 (numpy's ``matrix_rank`` of it),
+  ``condition_number`` inf, ``max_singular_value``/``min_singular_value`` 0.0,
+  and ``singular_value_ratio``, ``stable_rank`` and ``effective_rank`` None:
+  each divides by sigma_max or by sum(sigma), 0/0 there, so none is defined
+  (a 0 would read as "collapsed to rank 0" next to a real, tiny rank).
 - A tensor with NaN/Inf weights has no spectrum: every value is None and
   ``note`` says why (basic_stats counts the bad weights). An empty matrix
   likewise.
@@ -56,7 +60,7 @@ def analyze(view: TensorView) -> dict[str, Any]:
     smax = float(s[0])
     smin = float(s[-1]) if nz.size == s.size else 0.0
     if smax == 0.0:
-        cond, ratio, stable, eff = float("inf"), None, 0.0, 0.0
+        cond, ratio, stable, eff = float("inf"), None, None, None  # 0/0: undefined
     else:
         cond = smax / smin if smin > 0 else float("inf")
         ratio = smin / smax

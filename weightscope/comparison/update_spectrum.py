@@ -73,6 +73,11 @@ def spectrum_from_gram(gram: torch.Tensor) -> torch.Tensor:
     return eig.sqrt()
 
 
+def zero_update_metrics() -> dict[str, Any]:
+    """The metrics of ΔW = 0 (identical tensors), without computing a spectrum: undefined ranks are None."""
+    return {"update_stable_rank": None, "update_effective_rank": None, "update_rank_90": 0}
+
+
 def spectrum_metrics(sv: torch.Tensor, energy: float = 0.9) -> dict[str, Any]:
     """Ranks of a matrix from its singular values.
 
@@ -80,11 +85,14 @@ def spectrum_metrics(sv: torch.Tensor, energy: float = 0.9) -> dict[str, Any]:
     - ``update_effective_rank``: exp of the entropy of σ / Σσ (Roy & Vetterli).
     - ``update_rank_90``: fewest singular values whose σ² hold ``energy`` of ‖ΔW‖_F².
 
-    A zero update (no change at all) has all three equal to 0.
+    A zero update (no change at all) has ``update_rank_90`` 0 (no singular
+    value is needed to hold its zero energy) and ``update_stable_rank`` /
+    ``update_effective_rank`` None: both divide by σ_max² or Σσ, 0/0 there
+    (see :func:`zero_update_metrics`).
     """
     sv = sv.double()
     if sv.numel() == 0 or float(sv[0]) == 0.0:
-        return {"update_stable_rank": 0.0, "update_effective_rank": 0.0, "update_rank_90": 0}
+        return zero_update_metrics()
     sq = sv.square()
     total = float(sq.sum())
     p = sv / sv.sum()

@@ -63,6 +63,7 @@ from ..comparison import (
 from ..comparison.entries import error_entry, layer_entry, mismatch_entry
 from ..comparison.matching import Matching
 from ..comparison.ranking import find_most_changed_layers
+from ..comparison.update_spectrum import zero_update_metrics
 from ..errors import ConfigError, SourceError
 from ..sources.base import TensorRef, TensorSource
 from .device import resolve_device
@@ -234,11 +235,7 @@ def _run_task(task: _Task, methods: list[str], device: torch.device) -> _Output:
         if a.shape == b.shape:
             out.diff = diff_metrics(a, b, task.threshold, device=device)
             if task.spectral and a.ndim >= 2:
-                out.update = (
-                    {"update_stable_rank": 0.0, "update_effective_rank": 0.0, "update_rank_90": 0}
-                    if out.diff["identical"]
-                    else update_spectrum(a, b, device=device)
-                )
+                out.update = zero_update_metrics() if out.diff["identical"] else update_spectrum(a, b, device=device)
         else:
             out.distribution = distribution_metrics(a, b)
     except Exception as exc:

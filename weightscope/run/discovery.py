@@ -17,6 +17,13 @@ its weight suffix (``.safetensors .pt .pth .bin .ckpt``):
 
 Checkpoints are looked for in the folder itself, else in its ``checkpoints/``
 subfolder (Lightning without a logger).
+
+A folder with a Hugging Face index (``*.safetensors.index.json``,
+``*.bin.index.json``) or with shard-named files (``x-00001-of-00003.*``)
+holds one sharded model, whole or not, and is never a run of its shards:
+a missing shard is that model's error, not a shorter run. Only
+``checkpoint-N/`` folders beside it (a ``Trainer`` output folder with the
+final model saved next to its checkpoints) make it a run.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ from pathlib import Path
 from ..errors import ConfigError, SourceError
 from ..sources import checkpoint_candidates, natural_key, resolve_weight_files
 from ..sources.files import WEIGHT_SUFFIXES
+from ..sources.folder import _INDEX_SUFFIXES
 
 log = logging.getLogger(__name__)
 
@@ -101,14 +109,28 @@ def _entries(folder: Path) -> tuple[list[Path], list[Path]]:
     return dirs, checkpoint_candidates(folder)
 
 
+def _is_shard(path: Path) -> bool:
+    return bool(_SHARD.search(_strip_suffix(path.name)))
+
+
+def _sharded_model(folder: Path, files: list[Path]) -> Path | None:
+    """The index, or else a shard, showing that ``folder`` holds one sharded model; None if neither."""
+    index = next((p for p in sorted(folder.iterdir()) if p.name.endswith(_INDEX_SUFFIXES) and p.is_file()), None)
+    return index or next((p for p in files if _is_shard(p)), None)
+
+
 def _run_root(folder: Path) -> Path | None:
     """The folder that holds the run's checkpoints, judged by names alone; None if not a run."""
     for root in (folder, folder / "checkpoints"):
         if not root.is_dir():
             continue
         dirs, files = _entries(root)
+        if dirs:
+            return root
+        if _sharded_model(root, files) is not None:
+            continue  # one sharded model (whole or not), never a run of its shards
         named = [p for p in files if step_from_name(p.name) is not None]
-        if dirs or any(_LIGHTNING.search(p.name) for p in files) or len(named) >= 2:
+        if any(_LIGHTNING.search(p.name) for p in files) or len(named) >= 2:
             return root
         if len(files) >= 2 and not _is_single_model(root):
             return root
@@ -136,6 +158,16 @@ def discover_run(folder: str | Path) -> RunListing:
         raise SourceError(f"not a folder: {folder}")
     root = _run_root(folder)
     if root is None:
+        if (sign := _sharded_model(folder, checkpoint_candidates(folder))) is not None:
+            try:
+                resolve_weight_files(folder)
+                whole = ""
+            except SourceError as exc:
+                whole = f"; and that model is not whole: {exc}"
+            raise SourceError(
+                f"{folder} is not a run folder: it holds one sharded model ({sign.name}), not a run of checkpoints; "
+                f"scan it as a model (weightscope scan without run flags, or Scope(...).scan()){whole}"
+            )
         raise SourceError(
             f"{folder} is not a run folder: expected several checkpoints "
             "(checkpoint-N/ folders, epoch=E-step=S.ckpt, step_N.pt or *_N.safetensors files)"
@@ -151,7 +183,11 @@ def discover_run(folder: str | Path) -> RunListing:
             if step is not None:
                 stepped.append(Checkpoint(step, path, "global_step", _mtime(path)))
                 continue
-        if step is None:
+        if step is None and _is_shard(path):
+            # Beside checkpoint-N/ folders: the final model's shards, never checkpoints of their own.
+            listing.ignored[path] = "a shard of a sharded model, not a checkpoint"
+            log.info("%s: ignored, a shard of a sharded model", path)
+        elif step is None:
             stepless.append(path)
         else:
             stepped.append(Checkpoint(step, path, "name", _mtime(path)))

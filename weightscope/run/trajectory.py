@@ -12,6 +12,7 @@ or W&B goes through the very sink code the callbacks use.
 
 from __future__ import annotations
 
+import difflib
 import logging
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -22,11 +23,12 @@ import torch
 
 from .._version import __version__
 from ..analyzers import resolve_methods
+from ..comparison.pair_metrics import DIFF_KEYS
 from ..comparison.ranking import find_most_changed_layers
 from ..core.device import resolve_device
 from ..core.engine import Progress
 from ..core.results import ScanResults, flatten_metrics
-from ..errors import ConfigError, SourceError
+from ..errors import ConfigError, SourceError, WeightScopeError
 from ..monitor.alerts import DEFAULT_DEDUP_SNAPSHOTS, Alert, AlertState, evaluate_alerts, resolve_rules
 from ..monitor.config import ALWAYS, DEFAULT_METHODS
 from ..monitor.naming import DRIFT_BASE_PREFIX, DRIFT_PREFIX
@@ -42,6 +44,24 @@ from .identity import IncompleteCheckpoint, checkpoint_identity
 log = logging.getLogger(__name__)
 
 RUN_FORMAT = "weightscope.run/1"
+
+
+class UnknownNameError(WeightScopeError, KeyError):
+    """A step, layer, method or metric that the run does not have (a ``KeyError`` too)."""
+
+    def __str__(self) -> str:  # KeyError's own would quote the whole message
+        return str(self.args[0]) if self.args else ""
+
+
+def _unknown(kind: str, name: str, known: Sequence[str], shown: int = 8) -> UnknownNameError:
+    """``no <kind> 'x' in this run``, with the nearest names first, then a few of the others."""
+    near = [k for k in known if name and name in k]
+    near = near or difflib.get_close_matches(name, known, n=5, cutoff=0.5)
+    rest = [k for k in known if k not in near]
+    listed = [*near[:shown], *rest[: max(0, shown - len(near))]]
+    more = f" ... ({len(known)} in all)" if len(known) > len(listed) else ""
+    hint = f"did you mean {', '.join(map(repr, near[:shown]))}? " if near else ""
+    return UnknownNameError(f"no {kind} {name!r} in this run; {hint}{kind}s: {', '.join(listed) or 'none'}{more}")
 
 
 class RunProgress(Progress, Protocol):
@@ -97,7 +117,7 @@ class Trajectory:
         for r in self.records:
             if r.step == step:
                 return r
-        raise KeyError(f"no checkpoint at step {step}; steps: {', '.join(map(str, self.steps)) or 'none'}")
+        raise UnknownNameError(f"no checkpoint at step {step}; steps: {', '.join(map(str, self.steps)) or 'none'}")
 
     @property
     def drift(self) -> dict[int, dict[str, Any]]:
@@ -112,16 +132,55 @@ class Trajectory:
     def alerts(self) -> list[Alert]:
         return [a for r in self.records for a in r.alerts]
 
+    @property
+    def layers(self) -> list[str]:
+        """Every layer scanned at some step, in model order (first seen first)."""
+        return list(dict.fromkeys(layer for r in self.records for layer in r.results))
+
     def series(self, layer: str, method: str, key: str) -> list[float | None]:
-        """One scan metric of one layer across the run, a value per step (None where missing)."""
+        """One scan metric of one layer across the run, a value per step.
+
+        None where the value is missing at a step or undefined (e.g. ``stable_rank`` of a zero matrix).
+        A layer, method or key the run does not have at all raises :class:`UnknownNameError` (a
+        ``KeyError``) naming the ones it has: a typo never reads as a metric that is always missing.
+        """
+        if layer not in self.layers:
+            raise _unknown("layer", layer, self.layers)
+        if method not in self.methods:
+            raise _unknown("method", method, self.methods)
+        seen: dict[str, list[Any]] = {}
+        for r in self.records:
+            for metrics in r.results.values():
+                res = metrics.get(method)
+                if isinstance(res, dict):
+                    for k, v in res.items():
+                        seen.setdefault(k, []).append(v)
+        seen.pop("error", None)
+        seen.pop("note", None)
+        # Every layer failed this method at every step: no key is known, so none is refused.
+        if seen and key not in seen:
+            raise _unknown(f"{method} metric", key, [k for k, vs in seen.items() if _scalar(vs)])
+        if seen and not _scalar(seen[key]):
+            raise UnknownNameError(f"{method} {key!r} is not a single number per step; numeric {method} metrics: "
+                                   f"{', '.join(k for k, vs in seen.items() if _scalar(vs))}")
         return [_number((r.results.get(layer, {}).get(method) or {}).get(key)) for r in self.records]
 
     def drift_series(
         self, layer: str, metric: str = "relative_l2_distance", *, from_first: bool = False
     ) -> list[float | None]:
-        """One drift metric of one layer across the run (None at the first step and where missing)."""
-        return [_number(((r.diff_base if from_first else r.diff_prev).get(layer) or {}).get(metric))
-                for r in self.records]
+        """One drift metric of one layer across the run (None at the first step and where missing).
+
+        An unknown layer or metric raises :class:`UnknownNameError` (a ``KeyError``), as in :meth:`series`.
+        """
+        diffs = [r.diff_base if from_first else r.diff_prev for r in self.records]
+        layers = list(dict.fromkeys([*self.layers, *(layer for d in diffs for layer in d)]))
+        if layer not in layers:
+            raise _unknown("layer", layer, layers)
+        metrics = dict.fromkeys([*DIFF_KEYS, *(k for d in diffs for m in d.values() for k in m)])
+        metrics.pop("error", None)
+        if metric not in metrics:
+            raise _unknown("drift metric", metric, list(metrics))
+        return [_number((d.get(layer) or {}).get(metric)) for d in diffs]
 
     def most_drifting_layers(self, top_k: int | None = 10, by: str | None = None) -> list[tuple[str, Any, dict]]:
         """Layers ranked by how far the last checkpoint is from the first (``find_most_changed_layers``)."""
@@ -187,6 +246,11 @@ class Trajectory:
 
 def _number(value: Any) -> float | None:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _scalar(values: list[Any]) -> bool:
+    """True unless a metric's values are lists, dicts or strings (not charted, not a series)."""
+    return not any(isinstance(v, (dict, list, tuple, str)) for v in values)
 
 
 def _numbers(step: int, layer: str, flat: dict[str, Any]) -> Iterator[tuple[int, str, str, float]]:

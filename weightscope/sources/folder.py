@@ -102,9 +102,16 @@ def _shard_set(candidates: list[Path]) -> list[Path] | None:
     if not all(matches):
         return None
     groups = {(m["stem"], int(m["n"]), m["ext"]) for m in matches if m}
-    numbers = sorted(int(m["i"]) for m in matches if m)
-    if len(groups) != 1 or numbers != list(range(1, next(iter(groups))[1] + 1)):
+    if len(groups) != 1:
         return None
+    stem, total, ext = next(iter(groups))
+    missing = sorted(set(range(1, total + 1)) - {int(m["i"]) for m in matches if m})
+    if missing:
+        first = next(m for m in matches if m)
+        width, spelled_total = len(first["i"]), first["n"]  # as the file names spell them: 00003, 00007
+        names = ", ".join(f"{stem}-{i:0{width}d}-of-{spelled_total}{ext}" for i in missing[:10])
+        more = f" and {len(missing) - 10} more" if len(missing) > 10 else ""
+        raise SourceError(f"{candidates[0].parent}: shard files are missing: {names}{more} (incomplete download?)")
     return sorted(candidates, key=natural_key)
 
 
