@@ -390,3 +390,25 @@ def test_resume_without_a_saved_baseline_says_why(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="weightscope"):
         train(resumed, steps=2, start=False)
     assert "save_baseline=False" in caplog.text and "None" not in caplog.text
+
+
+@pytest.mark.parametrize("framework, cls, module, extra", [
+    ("lightning", "WeightScopeCallback", "lightning", "lightning"),
+    ("transformers", "WeightScopeTrainerCallback", "huggingface", "hf"),
+])
+def test_a_missing_framework_says_what_to_install(framework, cls, module, extra):
+    imports = [f"from weightscope.callbacks import {cls}", f"import weightscope.callbacks.{module}"]
+    code = (f"import sys; sys.modules[{framework!r}] = None\n"
+            "import weightscope.callbacks\n"  # needs no framework
+            f"for how in {imports!r}:\n"
+            "    try:\n"
+            "        exec(how)\n"
+            "    except ImportError as exc:\n"
+            "        print(type(exc).__name__, exc)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.strip().splitlines()
+    assert len(lines) == 2, out.stdout
+    for line in lines:
+        assert line.startswith(f"ModuleNotFoundError {cls} needs {framework}"), line
+        assert f"pip install 'weightscope[{extra}]'" in line

@@ -142,3 +142,127 @@ def test_lightning_ckpt_with_a_config_object_scans(cli, tmp_path):
     bs = strict_load(out)["layers"]["model.fc"]["basic_stats"]
     ref = w.double().numpy()
     assert math.isclose(bs["mean"], ref.mean(), rel_tol=1e-12) and math.isclose(bs["std"], ref.std(), rel_tol=1e-12)
+
+
+def _one_error_line(proc):
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 1 and len(lines) == 1 and lines[0].startswith("weightscope: error:"), proc.stderr
+    assert "Traceback" not in proc.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_debug_works_before_and_after_the_subcommand(cli, where):
+    args = ["scan", "--model", "nope.safetensors"]
+    args = ["--debug", *args] if where == "before" else [*args, "--debug"]
+    proc = cli(*args)
+    assert proc.returncode == 1 and "Traceback" in proc.stderr and "SourceError" in proc.stderr
+
+
+def test_without_debug_the_error_is_one_line(cli):
+    assert "nope.safetensors" in _one_error_line(cli("scan", "--model", "nope.safetensors"))
+
+
+def test_comma_separated_methods_select_exactly_those(cli, model_file, tmp_path):
+    path, w, _ = model_file
+    out = tmp_path / "scan.json"
+    cli("scan", "-m", path, "--methods", "spectral,quantization", "-o", out, "-q", check_rc=0)
+    data = strict_load(out)
+    assert data["methods"] == ["spectral", "quantization"]
+    assert set(data["layers"]["zero"]) == {"spectral", "quantization"}
+    # Mixed forms too: a space-separated list whose items hold commas.
+    out2 = tmp_path / "scan2.json"
+    cli("scan", "-m", path, "--methods", "sparsity,basic_stats", "esd", "-o", out2, "-q", check_rc=0)
+    assert strict_load(out2)["methods"] == ["basic_stats", "esd", "sparsity"]
+    assert strict_load(out2)["layers"]["zero"]["sparsity"]["sparsity_levels"]["0"] == 100.0
+
+
+def test_comma_separated_methods_in_run_folder_mode(cli, tmp_path):
+    g = torch.Generator().manual_seed(2)
+    for step in (1, 2):
+        (tmp_path / "run" / f"checkpoint-{step}").mkdir(parents=True)
+        save_file({"fc.weight": torch.randn(12, 6, generator=g)},
+                  str(tmp_path / "run" / f"checkpoint-{step}" / "model.safetensors"))
+    out = tmp_path / "run.json"
+    cli("scan", "-m", tmp_path / "run", "--methods", "basic_stats,spectral", "--no-cache", "-o", out, "-q",
+        check_rc=0)
+    assert strict_load(out)["methods"] == ["basic_stats", "spectral"]
+
+
+def test_csv_and_parquet_hold_null_not_inf(cli, tmp_path):
+    """A singular matrix's condition number is inf in Python; files say null (README: Metrics)."""
+    pd = pytest.importorskip("pandas")
+    diag = torch.diag(torch.tensor([4.0, 2.0, 0.5]))  # condition number 8, exactly
+    save_file({"zero.weight": torch.zeros(4, 4), "diag.weight": diag}, str(tmp_path / "m.safetensors"))
+    out = tmp_path / "scan.csv"
+    cli("scan", "-m", tmp_path / "m.safetensors", "--methods", "basic_stats,spectral", "-o", out, "-q", check_rc=0)
+    rows = {r["layer"]: r for r in csv.DictReader(out.open())}
+    assert not [cell for row in rows.values() for cell in row.values() if "inf" in cell.lower()]
+    assert rows["zero"]["spectral.condition_number"] == ""  # an empty cell: NaN / null when read back
+    assert math.isclose(float(rows["diag"]["spectral.condition_number"]), np.linalg.cond(diag.double().numpy()))
+    frame = pd.read_csv(out).set_index("layer")
+    assert math.isnan(frame.loc["zero", "spectral.condition_number"])
+
+    pq = pytest.importorskip("pyarrow.parquet")
+    out_pq = tmp_path / "scan.parquet"
+    cli("scan", "-m", tmp_path / "m.safetensors", "--methods", "spectral", "-o", out_pq, "-q", check_rc=0)
+    table = pq.read_table(out_pq).to_pydict()
+    by_layer = dict(zip(table["layer"], table["spectral.condition_number"]))
+    assert by_layer["zero"] is None and math.isclose(by_layer["diag"], 8.0)
+
+
+@pytest.mark.parametrize(
+    "output, needle",
+    [
+        ("outdir", "outdir: it is a folder"),
+        ("missing/dir/x.json", "folder missing/dir does not exist"),
+        ("out.xyz", "unsupported extension '.xyz' (supported: .json, .csv, .parquet)"),
+        ("out", "no extension (supported: .json, .csv, .parquet)"),
+    ],
+)
+def test_bad_output_path_fails_before_the_scan(cli, tmp_path, output, needle):
+    (tmp_path / "outdir").mkdir()
+    # The model does not exist: the output error coming first shows nothing was read or scanned.
+    line = _one_error_line(cli("scan", "-m", "no-such-model.safetensors", "-o", output))
+    assert needle in line and ".tmp" not in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["outdir"]  # nothing written, not even a temp file
+
+
+def test_bad_output_path_fails_before_a_run_folder_scan(cli, tmp_path):
+    for step in (1, 2):
+        folder = tmp_path / "run" / f"checkpoint-{step}"
+        folder.mkdir(parents=True)
+        save_file({"fc.weight": torch.ones(4, 4) * step}, str(folder / "model.safetensors"))
+    line = _one_error_line(cli("scan", "-m", tmp_path / "run", "-o", "scan.txt"))
+    assert "unsupported extension '.txt'" in line
+    assert not (tmp_path / "run" / ".weightscope-cache").exists()  # the run was not scanned
+
+
+@pytest.mark.parametrize(
+    "tensors, args, needle",
+    [
+        ({"a.bias": torch.ones(4), "ln.weight": torch.ones(4)}, [],
+         "of 2 tensors, 2 are 1-D (biases, norms): add --include-vectors for their basic_stats"),
+        ({"ids": torch.arange(6).reshape(2, 3)}, [], "of 1 tensor, 1 is not floating point"),
+        ({"fc.weight": torch.ones(3, 3), "fc.bias": torch.ones(3)}, ["--layers", "nomatch"],
+         "of 2 tensors, 2 are filtered out by --layers 'nomatch'"),
+        ({"fc.weight": torch.ones(3, 3), "fc.bias": torch.ones(3), "ids": torch.arange(2)}, ["--exclude", "weight"],
+         "of 3 tensors, 1 is 1-D (biases, norms): add --include-vectors for their basic_stats; "
+         "1 is not floating point (integer/bool tensors are never analysed); 1 is filtered out by --exclude 'weight'"),
+    ],
+)
+def test_a_scan_that_analyses_nothing_warns_why(cli, tmp_path, tensors, args, needle):
+    save_file(tensors, str(tmp_path / "m.safetensors"))
+    out = tmp_path / "scan.json"
+    proc = cli("scan", "-m", tmp_path / "m.safetensors", *args, "-o", out, "-q")
+    assert proc.returncode == 0, proc.stderr  # documented: a warning, not an error
+    warnings = [line for line in proc.stderr.splitlines() if "warning" in line]
+    assert len(warnings) == 1 and warnings[0].startswith("weightscope: warning: nothing analysed: "), proc.stderr
+    assert needle in warnings[0]
+    assert strict_load(out)["layers"] == {}
+
+
+def test_a_scan_with_layers_has_no_warning(cli, model_file):
+    path, _, _ = model_file
+    proc = cli("scan", "-m", path, "--methods", "basic_stats", "-q", check_rc=0)
+    assert "warning" not in proc.stderr

@@ -43,15 +43,16 @@ def _unknown(name: str) -> str:
 def resolve_methods(methods: str | Iterable[str] | None, default: Iterable[str] = ALL_METHODS) -> list[str]:
     """Normalise a user's ``methods`` argument to registered names, in canonical order.
 
-    Accepts a single string (``"spectral"``, ``"all"``, or ``"a,b"``), a list, or
-    None (the default set). Raises UnknownMethodError naming the valid ones.
+    Accepts a single string (``"spectral"``, ``"all"``, or ``"a,b"``), a list whose
+    items may themselves be ``"a,b"`` (the CLI's ``--methods a,b`` arrives as
+    ``["a,b"]``), or None (the default set). Raises UnknownMethodError naming the
+    valid ones.
     """
     if methods is None:
         wanted = list(default)
-    elif isinstance(methods, str):
-        wanted = [m for m in methods.replace(",", " ").split() if m]
     else:
-        wanted = [str(m) for m in methods]
+        items = [methods] if isinstance(methods, str) else [str(m) for m in methods]
+        wanted = [name for item in items for name in item.replace(",", " ").split()]
     if not wanted:
         raise UnknownMethodError(f"no methods given; valid methods: {', '.join(ALL_METHODS)}, all")
     chosen: set[str] = set()

@@ -69,7 +69,8 @@ class ProgressBar:
 def add_engine_flags(p: argparse.ArgumentParser, default_methods: str = "all") -> None:
     """Flags every analysing command shares; ``default_methods`` only shows in the help."""
     p.add_argument("--methods", nargs="+", default=None, metavar="METHOD",
-                   help=f"basic_stats spectral esd quantization sparsity, or all (default: {default_methods})")
+                   help=("basic_stats spectral esd quantization sparsity, or all; space- or comma-separated "
+                         f"(default: {default_methods})"))
     p.add_argument("--parallel", action="store_true", default=True,
                    help="analyse tensors on a thread pool (default)")
     p.add_argument("--sequential", dest="parallel", action="store_false", help="analyse one tensor at a time")

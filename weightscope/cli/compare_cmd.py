@@ -12,7 +12,7 @@ from rich.table import Table
 
 from ..comparison import DIFF_KEYS, STATS_METRICS, UPDATE_KEYS
 from ..comparison.ranking import find_most_changed_layers
-from ..errors import ConfigError
+from ..sinks.files import check_output_path, is_table_path, write_json, write_table
 from ..sinks.terminal import fmt
 from .common import ProgressBar, add_engine_flags, positive_int, stderr, stdout
 
@@ -23,6 +23,9 @@ RANKABLE = sorted(
     | {key for spec in STATS_METRICS.values() for key, _, _ in spec}
     | set(UPDATE_KEYS)
 )
+#: Metrics where a higher value means *more similar*: ranked lowest first, so the top rows are still
+#: the layers that changed most. Every other metric ranks largest first.
+SIMILARITY_METRICS = frozenset({"cosine_similarity"})
 _NAMES_SHOWN = 20
 
 
@@ -43,7 +46,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_engine_flags(p, default_methods="basic_stats")
     p.add_argument("--top-changes", type=positive_int, default=10, metavar="N", help="rows in the table of changes")
     p.add_argument("--rank-by", default=None, choices=RANKABLE, metavar="METRIC",
-                   help="metric to rank layers by (default: relative_l2_distance, or norm_change from scan files)")
+                   help="metric to rank layers by, largest first except cosine_similarity (lowest first) "
+                        "(default: relative_l2_distance, or norm_change from scan files)")
     p.add_argument("--threshold", type=_fraction, default=0.01, metavar="FRACTION",
                    help="relative change counted as significant: |b-a| > FRACTION*|a| (default: 0.01)")
     p.add_argument("--output", "-o", default=None, metavar="FILE",
@@ -66,8 +70,8 @@ def _fraction(text: str) -> float:
 def run(args: argparse.Namespace) -> int:
     from ..core.comparator import compare_sources  # torch loads here, not for --help
 
-    if args.output and Path(args.output).suffix.lower() not in (".json", ".csv", ".parquet"):
-        raise ConfigError(f"--output {args.output}: use a .json, .csv or .parquet file")
+    if args.output:  # a bad path must fail now, not after the whole comparison
+        check_output_path(args.output)
     started = time.perf_counter()
     with ProgressBar("comparing", quiet=args.quiet) as bar:
         comparison = compare_sources(
@@ -96,16 +100,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _save(comparison: dict[str, Any], output: str) -> Path:
-    from ..sinks.files import is_table_path, write_json, write_table
-
     if not is_table_path(output):
         return write_json(output, comparison)
-    try:
-        import pandas as pd
-    except ImportError as exc:
-        raise ConfigError("writing a table needs pandas: pip install 'weightscope[pandas]'") from exc
+    import pandas as pd  # check_output_path made sure it is installed, before comparing
+
     rows = [{"layer": layer, **metrics} for layer, metrics in comparison["layer_comparisons"].items()]
-    return write_table(output, pd.DataFrame(rows))
+    return write_table(output, pd.DataFrame(rows) if rows else pd.DataFrame(columns=["layer"]))
 
 
 def _names(console: Console, title: str, names: list[str]) -> None:
@@ -116,6 +116,34 @@ def _names(console: Console, title: str, names: list[str]) -> None:
     console.print(f"[yellow]{title} ({len(names)}):[/yellow] {shown}{more}")
 
 
+def _counts_line(comparison: dict[str, Any]) -> str:
+    """How many layers were compared and how, or why none were."""
+    s = comparison["summary"]
+    if not (s["compared_layers"] or s["shape_mismatches"] or s["errors"]):
+        return _nothing_in_common(comparison)
+    counts = f"{s['compared_layers']} layers compared"
+    if s["identical_layers"] is not None:
+        counts += f": {s['identical_layers']} identical, {s['changed_layers']} changed"
+    elif comparison["mode"] == "stats":
+        counts += " from saved stats (identical/changed unknown without tensors)"
+    if s["global_relative_l2_distance"] is not None:
+        counts += (f"; whole model: relative L2 {fmt(s['global_relative_l2_distance'])}, "
+                   f"cosine {fmt(s['global_cosine_similarity'], 6)}")
+    return counts
+
+
+def _nothing_in_common(comparison: dict[str, Any]) -> str:
+    only1, only2 = comparison["only_in_model1"], comparison["only_in_model2"]
+    for side, mine in (("model 1", only1), ("model 2", only2)):
+        if not mine:
+            return (f"[yellow]No layers compared: {side} has no layers to compare "
+                    "(check --layers / --exclude, or --include-vectors for 1-D tensors).")
+    return (f"[yellow]No layers compared: no layer names in common "
+            f"({len(only1)} in model 1, {len(only2)} in model 2).\n"
+            "Names pair when equal, or equal without wrapper prefixes (model., module., _orig_mod., ...): "
+            "see the names below.")
+
+
 def render_comparison(comparison: dict[str, Any], console: Console, top: int = 10, by: str | None = None) -> None:
     """Counts, the top changes, shape mismatches and unpaired layers, as rich tables."""
     s = comparison["summary"]
@@ -123,28 +151,21 @@ def render_comparison(comparison: dict[str, Any], console: Console, top: int = 1
         f"[bold]WeightScope compare[/bold] {comparison['model1']} -> {comparison['model2']} "
         f"({comparison['mode']}; methods: {', '.join(comparison['methods'])})"
     )
-    counts = f"{s['compared_layers']} layers compared"
-    if s["identical_layers"] is not None:
-        counts += f": {s['identical_layers']} identical, {s['changed_layers']} changed"
-    else:
-        counts += " from saved stats (identical/changed unknown without tensors)"
-    if s["global_relative_l2_distance"] is not None:
-        counts += (f"; whole model: relative L2 {fmt(s['global_relative_l2_distance'])}, "
-                   f"cosine {fmt(s['global_cosine_similarity'], 6)}")
-    console.print(counts)
+    console.print(_counts_line(comparison))
 
-    rows = find_most_changed_layers(comparison, top_k=top, by=by) if comparison["layer_comparisons"] else []
+    metric = by or s["score_metric"]
+    largest = metric not in SIMILARITY_METRICS
+    rows = (find_most_changed_layers(comparison, top_k=top, by=by, largest=largest)
+            if comparison["layer_comparisons"] else [])
     if rows:
-        metric = by or s["score_metric"]
-        t = Table(title=f"Top {len(rows)} changes by {metric}", title_justify="left")
+        order = "" if largest else " (lowest = most changed)"
+        t = Table(title=f"Top {len(rows)} changes by {metric}{order}", title_justify="left")
         for col in ("layer", "score", "relative L2", "cosine", "norm ratio", "update rank 90%"):
             t.add_column(col, justify="left" if col == "layer" else "right")
         for layer, score, m in rows:
             t.add_row(layer, fmt(score), fmt(m.get("relative_l2_distance")), fmt(m.get("cosine_similarity"), 6),
                       fmt(m.get("l2_norm_ratio")), fmt(m.get("update_rank_90")))
         console.print(t)
-    elif not comparison["shape_mismatches"]:
-        console.print("[yellow]No layers in common: nothing compared (check the names below).")
 
     if comparison["shape_mismatches"]:
         t = Table(title="Shape mismatches (distributions compared)", title_justify="left")

@@ -24,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Look inside neural-network weights: scan, compare and monitor PyTorch checkpoints.",
     )
     parser.add_argument("--version", action="version", version=f"weightscope {__version__}")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    _add_debug_flag(parser, default=False)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in _SUBCOMMANDS:
         try:
@@ -34,7 +34,16 @@ def build_parser() -> argparse.ArgumentParser:
                 continue  # a subcommand not built yet
             raise
         module.register(sub)
+    # Users put --debug after the subcommand as often as before it: accept both.
+    for subparser in sub.choices.values():
+        _add_debug_flag(subparser, default=argparse.SUPPRESS)
     return parser
+
+
+def _add_debug_flag(parser: argparse.ArgumentParser, default: object) -> None:
+    # SUPPRESS on the subcommands: when --debug is absent there, argparse leaves the
+    # top-level value alone instead of overwriting `weightscope --debug scan` with False.
+    parser.add_argument("--debug", action="store_true", default=default, help="show tracebacks and debug logs")
 
 
 def main(argv: list[str] | None = None) -> int:

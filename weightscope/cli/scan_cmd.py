@@ -6,7 +6,11 @@ import argparse
 import importlib
 import time
 
+from rich.markup import escape
+
+from ..core.results import ScanResults
 from ..core.scope import Scope
+from ..sinks.files import check_output_path
 from ..sinks.terminal import render_scan_report
 from .common import ProgressBar, add_engine_flags, positive_int, stderr, stdout
 
@@ -41,6 +45,8 @@ def _run_cmd():
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.output:  # a bad path must fail now, not after the whole scan
+        check_output_path(args.output)
     run_mode = _run_cmd()
     if run_mode and run_mode.is_run(args):
         return run_mode.run_folder(args)
@@ -56,11 +62,51 @@ def run(args: argparse.Namespace) -> int:
             include_vectors=args.include_vectors,
             progress=bar,
         )
+        # Empty tables alone would read as a clean bill of health: say why (the exit code stays 0).
+        empty = why_nothing_analysed(results, len(scope.source.refs()), args) if not results else None
     elapsed = time.perf_counter() - started
     render_scan_report(results, stdout, top=args.top_issues)
+    if empty:
+        stderr.print(f"[yellow]weightscope: warning: {escape(empty)}", soft_wrap=True, highlight=False)
     if args.output:
         path = results.save(args.output)
         stderr.print(f"Results written to {path}")
     if not args.quiet:
         stderr.print(f"Scanned {len(results)} layers in {elapsed:.1f} s")
     return 0
+
+
+def why_nothing_analysed(results: ScanResults, total: int, args: argparse.Namespace) -> str:
+    """One line on why a scan of ``total`` tensors analysed none, with what to do about it."""
+    if total == 0:
+        return "nothing analysed: the checkpoint holds no tensors"
+    reasons = _skip_reasons(results.skipped)
+    # The layer regexes run before any other check, so what they drop is not in `skipped`.
+    filtered = total - len(results.skipped)
+    if filtered:
+        reasons.append(f"{_are(filtered)} filtered out by {_filters(args)}")
+    return f"nothing analysed: of {total} tensor{'s' if total != 1 else ''}, " + "; ".join(reasons)
+
+
+def _skip_reasons(skipped: dict[str, str]) -> list[str]:
+    vectors = sum(reason.startswith("vector") for reason in skipped.values())
+    non_float = sum(reason.startswith("non-floating") for reason in skipped.values())
+    other = len(skipped) - vectors - non_float
+    reasons = []
+    if vectors:
+        reasons.append(f"{_are(vectors)} 1-D (biases, norms): add --include-vectors for their basic_stats")
+    if non_float:
+        reasons.append(f"{_are(non_float)} not floating point (integer/bool tensors are never analysed)")
+    if other:
+        reasons.append(f"{_are(other)} skipped for other reasons (see 'skipped' in the --output file)")
+    return reasons
+
+
+def _are(n: int) -> str:
+    return f"{n} is" if n == 1 else f"{n} are"
+
+
+def _filters(args: argparse.Namespace) -> str:
+    named = [f"{flag} {pattern!r}" for flag, pattern in (("--layers", args.layers), ("--exclude", args.exclude))
+             if pattern is not None]
+    return " and ".join(named) or "the layer filters"

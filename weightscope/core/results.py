@@ -65,14 +65,19 @@ class ScanResults(dict):
         return out
 
     def to_dataframe(self) -> Any:
-        """One row per layer, columns ``layer`` and ``method.metric`` (pandas)."""
+        """One row per layer, in scan order: a ``layer`` column, then ``method.metric`` columns (pandas).
+
+        The index is a plain range: ``layer`` is a column only, so ``groupby("layer")``,
+        ``sort_values("layer")`` and ``reset_index()`` work (a column that is also the
+        index's name makes pandas refuse them). ``.set_index("layer")`` gives lookups by name.
+        """
         try:
             import pandas as pd
         except ImportError as exc:  # optional extra
             raise WeightScopeError("to_dataframe() needs pandas: pip install 'weightscope[pandas]'") from exc
         rows = [{"layer": layer, **flatten_metrics(methods)} for layer, methods in self.items()]
-        frame = pd.DataFrame(rows)
-        return frame.set_index("layer", drop=False) if len(frame) else frame
+        # An empty scan still has its ``layer`` column, so code that selects it does not break.
+        return pd.DataFrame(rows) if rows else pd.DataFrame(columns=["layer"])
 
     # -- persistence -------------------------------------------------------
     def to_json_dict(self) -> dict[str, Any]:
@@ -99,6 +104,10 @@ class ScanResults(dict):
         """Accept the ``weightscope.scan/1`` file layout or a bare ``layer -> method`` dict."""
         if not isinstance(data, dict):
             raise WeightScopeError(f"{origin} is not a scan result (expected a JSON object)")
+        if not data:
+            # A bare {} would otherwise pass as "zero layers" and compare as nothing, silently.
+            raise WeightScopeError(f"{origin} is not a WeightScope scan file: it is an empty JSON object "
+                                   "(write one with `weightscope scan --output FILE.json`)")
         if "layers" in data and "format" in data:
             if not str(data["format"]).startswith("weightscope.scan/"):
                 raise WeightScopeError(f"{origin} has format {data['format']!r}, expected {SCAN_FORMAT}")

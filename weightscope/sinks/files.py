@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import os
@@ -11,6 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import WeightScopeError
+
+#: What results files can be, by suffix: strict JSON, or a flattened table.
+OUTPUT_SUFFIXES: tuple[str, ...] = (".json", ".csv", ".parquet")
+_TABLE_SUFFIXES = (".csv", ".parquet")
 
 
 def to_strict(obj: Any) -> Any:
@@ -29,8 +34,7 @@ def to_strict(obj: Any) -> Any:
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     """Call ``write(tmp)`` then rename into place, so a reader never sees half a file."""
     path = Path(path)
-    if path.parent and not path.parent.exists():
-        raise WeightScopeError(f"cannot write {path}: folder {path.parent} does not exist")
+    check_location(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
@@ -52,21 +56,76 @@ def write_json(path: str | Path, obj: Any, indent: int | None = 2) -> Path:
 
 
 def write_table(path: str | Path, frame: Any) -> Path:
-    """Write a pandas DataFrame as .csv or .parquet, chosen by the suffix."""
+    """Write a pandas DataFrame as .csv or .parquet, chosen by the suffix.
+
+    Non-finite floats become empty cells / nulls, as in the JSON files: a
+    reader should not have to know that ``inf`` means "undefined".
+    """
     suffix = Path(path).suffix.lower()
+    if suffix not in _TABLE_SUFFIXES:
+        raise WeightScopeError(f"unsupported table format {suffix!r}: use {' or '.join(_TABLE_SUFFIXES)}")
+    require_table_support(suffix)
+    frame = strict_frame(frame)
     if suffix == ".csv":
         return atomic_write(path, lambda p: frame.to_csv(p, index=False))
-    if suffix == ".parquet":
-        try:
-            import pyarrow  # noqa: F401
-        except ImportError as exc:
-            raise WeightScopeError("writing .parquet needs pyarrow: pip install 'weightscope[pandas]'") from exc
-        return atomic_write(path, lambda p: frame.to_parquet(p, index=False))
-    raise WeightScopeError(f"unsupported table format {suffix!r}: use .json, .csv or .parquet")
+    return atomic_write(path, lambda p: frame.to_parquet(p, index=False))
+
+
+def strict_frame(frame: Any) -> Any:
+    """A copy of ``frame`` without ±inf: NaN in float columns (written as empty / null), None in cells."""
+    import numpy as np
+
+    out = frame.copy()
+    for col in out.columns:
+        column = out[col]
+        if column.dtype.kind == "f":
+            out[col] = column.where(np.isfinite(column))
+        elif column.dtype == object:  # lists (shape, top singular values) and mixed cells
+            out[col] = column.map(to_strict)
+    return out
 
 
 def is_table_path(path: str | Path) -> bool:
-    return Path(path).suffix.lower() in (".csv", ".parquet")
+    return Path(path).suffix.lower() in _TABLE_SUFFIXES
+
+
+def require_table_support(suffix: str) -> None:
+    """Raise if the packages that write a ``suffix`` table are missing (checked without importing them)."""
+    needed = ["pandas"] + (["pyarrow"] if suffix == ".parquet" else [])
+    missing = [name for name in needed if importlib.util.find_spec(name) is None]
+    if missing:
+        raise WeightScopeError(f"writing {suffix} needs {' and '.join(missing)}: pip install 'weightscope[pandas]'")
+
+
+def check_location(path: Path) -> None:
+    """Raise if ``path`` cannot be created as a file: a folder already, or its folder missing / read-only."""
+    if path.is_dir():
+        raise WeightScopeError(f"cannot write {path}: it is a folder; name a file in it, "
+                               f"e.g. {path / ('results' + (path.suffix or '.json'))}")
+    parent = path.parent
+    if not parent.exists():
+        raise WeightScopeError(f"cannot write {path}: folder {parent} does not exist")
+    if not parent.is_dir():
+        raise WeightScopeError(f"cannot write {path}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise WeightScopeError(f"cannot write {path}: no permission to create files in {parent}")
+
+
+def check_output_path(path: str | Path) -> Path:
+    """Everything about a results path that can fail, checked before a long scan rather than after it."""
+    path = Path(path)
+    check_location(path)
+    suffix = path.suffix.lower()
+    if suffix not in OUTPUT_SUFFIXES:
+        given = f"unsupported extension {suffix!r}" if suffix else "no extension"
+        raise WeightScopeError(f"cannot write {path}: {given} (supported: {_suffix_list()})")
+    if suffix in _TABLE_SUFFIXES:
+        require_table_support(suffix)
+    return path
+
+
+def _suffix_list() -> str:
+    return ", ".join(OUTPUT_SUFFIXES)
 
 
 def read_json(path: str | Path) -> Any:

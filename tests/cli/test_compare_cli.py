@@ -1,0 +1,110 @@
+"""`weightscope compare` QA cases: ranking direction, nothing in common, bad inputs and outputs."""
+
+import csv
+import re
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+
+@pytest.fixture
+def pair(tmp_path):
+    """Model 2 = model 1 with l0 untouched, l1 changed a lot, l2 a little."""
+    g = torch.Generator().manual_seed(0)
+    a = {f"l{i}.weight": torch.randn(16, 8, generator=g) for i in range(3)}
+    b = {k: v.clone() for k, v in a.items()}
+    b["l1.weight"] += 0.5 * torch.randn(16, 8, generator=g)
+    b["l2.weight"] += 0.05 * torch.randn(16, 8, generator=g)
+    save_file(a, str(tmp_path / "a.safetensors"))
+    save_file(b, str(tmp_path / "b.safetensors"))
+    return tmp_path / "a.safetensors", tmp_path / "b.safetensors", a, b
+
+
+def _cosine(x, y):
+    x, y = x.double().numpy().ravel(), y.double().numpy().ravel()
+    return float(x @ y / (np.linalg.norm(x) * np.linalg.norm(y)))
+
+
+def _table_layers(stdout):
+    return re.findall(r"^│ (\S+)\s+│", stdout, flags=re.MULTILINE)
+
+
+def _one_error_line(proc):
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 1 and len(lines) == 1 and lines[0].startswith("weightscope: error:"), proc.stderr
+    assert "Traceback" not in proc.stderr
+    return lines[0]
+
+
+def test_rank_by_cosine_similarity_puts_the_least_similar_first(cli, pair):
+    m1, m2, a, b = pair
+    proc = cli("compare", "--model1", m1, "--model2", m2, "--rank-by", "cosine_similarity", "-q", check_rc=0)
+    cos = {k.removesuffix(".weight"): _cosine(a[k], b[k]) for k in a}
+    assert _table_layers(proc.stdout) == sorted(cos, key=cos.get) == ["l1", "l2", "l0"]
+    assert "lowest = most changed" in proc.stdout
+
+
+def test_rank_by_a_distance_stays_largest_first(cli, pair):
+    m1, m2, a, b = pair
+    proc = cli("compare", "--model1", m1, "--model2", m2, "--rank-by", "max_abs_diff", "-q", check_rc=0)
+    diff = {k.removesuffix(".weight"): float((b[k] - a[k]).abs().max()) for k in a}
+    assert _table_layers(proc.stdout) == sorted(diff, key=diff.get, reverse=True)
+    assert "lowest" not in proc.stdout
+
+
+def test_no_names_in_common_between_two_checkpoints_says_so(cli, pair, tmp_path):
+    m1, _, _, _ = pair
+    save_file({"x.weight": torch.ones(4, 4)}, str(tmp_path / "other.safetensors"))
+    proc = cli("compare", "--model1", m1, "--model2", tmp_path / "other.safetensors", "-q", check_rc=0)
+    assert "No layers compared: no layer names in common (3 in model 1, 1 in model 2)" in proc.stdout
+    assert "wrapper prefixes" in proc.stdout
+    assert "saved stats" not in proc.stdout  # both sides are tensors
+    assert "Only in model 2 (1): x" in proc.stdout
+
+
+def test_saved_stats_line_is_kept_for_scan_files(cli, pair, tmp_path):
+    m1, m2, _, _ = pair
+    cli("scan", "-m", m1, "--methods", "basic_stats", "-o", tmp_path / "s1.json", "-q", check_rc=0)
+    proc = cli("compare", "--model1", tmp_path / "s1.json", "--model2", m2, "-q", check_rc=0)
+    assert "3 layers compared from saved stats" in proc.stdout
+
+
+def test_an_empty_json_object_is_not_a_scan_file(cli, pair, tmp_path):
+    _, m2, _, _ = pair
+    (tmp_path / "empty.json").write_text("{}")
+    line = _one_error_line(cli("compare", "--model1", tmp_path / "empty.json", "--model2", m2))
+    assert "empty.json is not a WeightScope scan file" in line
+
+
+@pytest.mark.parametrize(
+    "output, needle",
+    [
+        ("outdir", "outdir: it is a folder"),
+        ("missing/c.json", "folder missing does not exist"),
+        ("c.txt", "unsupported extension '.txt' (supported: .json, .csv, .parquet)"),
+    ],
+)
+def test_bad_output_path_fails_before_comparing(cli, tmp_path, output, needle):
+    (tmp_path / "outdir").mkdir()
+    # Neither model exists: the output error coming first shows nothing was read.
+    line = _one_error_line(cli("compare", "--model1", "no1.safetensors", "--model2", "no2.safetensors",
+                               "-o", output))
+    assert needle in line
+
+
+def test_compare_csv_holds_null_where_python_has_inf(cli, tmp_path):
+    pytest.importorskip("pandas")
+    a = {"s.weight": torch.eye(4), "v.weight": torch.eye(4)}
+    b = {"s.weight": torch.diag(torch.tensor([1.0, 1.0, 1.0, 0.0])), "v.weight": 2 * torch.eye(4)}
+    save_file(a, str(tmp_path / "a.safetensors"))
+    save_file(b, str(tmp_path / "b.safetensors"))
+    out = tmp_path / "c.csv"
+    cli("compare", "--model1", tmp_path / "a.safetensors", "--model2", tmp_path / "b.safetensors",
+        "--methods", "basic_stats,spectral", "-o", out, "-q", check_rc=0)
+    rows = {r["layer"]: r for r in csv.DictReader(out.open())}
+    assert not [c for r in rows.values() for c in r.values() if "inf" in c.lower()]
+    assert rows["s"]["condition_number_ratio"] == ""  # cond(B) = inf over cond(A) = 1: inf in Python
+    assert float(rows["v"]["condition_number_ratio"]) == 1.0 and float(rows["v"]["l2_norm_ratio"]) == 2.0
+    assert float(rows["s"]["l2_distance"]) == 1.0  # ‖B − A‖ = one unit entry
