@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -63,12 +64,30 @@ def test_no_errors_and_plain_json(name):
     assert json.loads(text).keys() == out.keys()
 
 
-def test_nan_is_never_reported_where_none_is_meant():
-    """Undefined statistics are None, not NaN (NaN would be ambiguous in tables); inf stays inf."""
-    for t in _odd_tensors().values():
-        for result in analyze_tensor(t, list(ALL_METHODS)).values():
-            for key, value in result.items():
-                assert not (isinstance(value, float) and math.isnan(value)), key
+def test_nan_only_where_a_method_could_not_run():
+    """Undefined statistics of a measured tensor are None (inf stays inf); NaN means the method could
+    not run on the tensor at all (empty, NaN/Inf weights), and then ``note`` says why."""
+    for name, t in _odd_tensors().items():
+        for method, result in analyze_tensor(t, list(ALL_METHODS)).items():
+            nans = [k for k, v in result.items() if isinstance(v, float) and math.isnan(v)]
+            if nans:
+                assert name in ("empty_rows", "empty_cols", "nan", "inf", "all_nan"), (name, method, nans)
+                assert "note" in result, (name, method, nans)
+
+
+def test_a_layer_with_nan_weights_keeps_contract_style_checks_valid():
+    """feature-notes' checks ``cond > 1e6`` and ``outliers > 1.0`` on every layer: False, not a TypeError."""
+    w = torch.randn(16, 8)
+    w[3, 2] = float("nan")
+    out = analyze_tensor(w, ["spectral", "quantization"])
+    cond = out["spectral"]["condition_number"]
+    assert math.isnan(cond) and not cond > 1e6 and "NaN" in out["spectral"]["note"]
+    assert out["spectral"]["top_singular_values"] is None
+    # quantization is measured over the finite weights: a real number
+    finite = w[torch.isfinite(w)].double().numpy()
+    assert out["quantization"]["abs_max"] == pytest.approx(float(np.abs(finite).max()))
+    all_bad = analyze_tensor(torch.full((4, 4), float("inf")), ["quantization"])["quantization"]
+    assert math.isnan(all_bad["extreme_outlier_percentage"]) and all_bad["recommendation"] is None
 
 
 def test_view_is_shared_between_methods(monkeypatch):

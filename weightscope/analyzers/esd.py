@@ -13,6 +13,7 @@ The fit is WeightWatcher's own power-law fit (``WWFit``, the same as the
 ``_powerlaw``. Eigenvalues that are zero by the numerical-rank tolerance are
 left out (their log is -inf). With fewer than ``MIN_EIGENVALUES`` nonzero
 eigenvalues there is no meaningful tail: values are None and ``note`` says why.
+A tensor with NaN/Inf weights (or none) gives NaN values, as ``spectral`` does.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any
 
 from ._powerlaw import fit_power_law
 from .spectral import unavailable
-from .view import TensorView
+from .view import TensorView, not_computed
 
 MIN_EIGENVALUES = 10
 KEYS = ("alpha", "alpha_weighted", "ks_distance", "xmin", "num_pl_spikes", "log_spectral_norm")
@@ -31,7 +32,7 @@ KEYS = ("alpha", "alpha_weighted", "ks_distance", "xmin", "num_pl_spikes", "log_
 def analyze(view: TensorView) -> dict[str, Any]:
     note = unavailable(view)
     if note:
-        return {**dict.fromkeys(KEYS), "note": note}
+        return not_computed(KEYS, note)
     s = view.nonzero_singular_values  # descending
     if s.size < MIN_EIGENVALUES:
         return {

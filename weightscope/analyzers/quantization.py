@@ -2,7 +2,9 @@
 
 Conventions:
 - Computed over the finite values; non-finite weights are left out of every
-  count, sum and percentage (basic_stats counts them).
+  count, sum and percentage (basic_stats counts them). A tensor with no
+  finite value (or none at all) gives NaN numbers, a None recommendation
+  and a ``note``.
 - Quartiles are numpy.percentile's default (linear interpolation) on the
   float64 values. Outliers lie strictly outside [Q1 - 1.5 IQR, Q3 + 1.5 IQR];
   extreme outliers outside [Q1 - 3 IQR, Q3 + 3 IQR].
@@ -27,7 +29,7 @@ from typing import Any
 import torch
 
 from ._stats import at_least, at_most
-from .view import TensorView, finite_or_none
+from .view import TensorView, finite_or_none, not_computed
 
 INT4_GROUP = 128
 KEYS = (
@@ -41,7 +43,7 @@ KEYS = (
 def analyze(view: TensorView) -> dict[str, Any]:
     n = view.finite_count
     if n == 0:
-        return {**dict.fromkeys(KEYS), "note": "empty tensor" if view.numel == 0 else "no finite values"}
+        return not_computed(KEYS, "empty tensor" if view.numel == 0 else "no finite values", recommendation=None)
     m = view.moments
     q1, q3 = view.quantiles((0.25, 0.75))
     iqr = q3 - q1

@@ -16,9 +16,10 @@ Conventions:
   and ``singular_value_ratio``, ``stable_rank`` and ``effective_rank`` None:
   each divides by sigma_max or by sum(sigma), 0/0 there, so none is defined
   (a 0 would read as "collapsed to rank 0" next to a real, tiny rank).
-- A tensor with NaN/Inf weights has no spectrum: every value is None and
-  ``note`` says why (basic_stats counts the bad weights). An empty matrix
-  likewise.
+- A tensor with NaN/Inf weights has no spectrum: every number is NaN
+  ("not measured", so ``cond > 1e6`` is False rather than a TypeError),
+  ``top_singular_values`` None, and ``note`` says why (basic_stats counts
+  the bad weights). An empty matrix likewise.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .view import TensorView
+from .view import TensorView, not_computed
 
 TOP_K = 10
 KEYS = (
@@ -54,7 +55,7 @@ def _storage_tolerance(view: TensorView, smax: float) -> float:
 def analyze(view: TensorView) -> dict[str, Any]:
     note = unavailable(view)
     if note:
-        return {**dict.fromkeys(KEYS), "total_rank": min(view.rows, view.cols), "note": note}
+        return not_computed(KEYS, note, lists=("top_singular_values",), total_rank=min(view.rows, view.cols))
     nz = view.nonzero_singular_values
     s = np.where(view.singular_values > view.rank_tolerance, view.singular_values, 0.0)
     smax = float(s[0])

@@ -208,3 +208,14 @@ class TensorView:
 def finite_or_none(x: float) -> float | None:
     """None for NaN (undefined); infinities are kept (the JSON writer maps them to null)."""
     return None if math.isnan(x) else float(x)
+
+
+def not_computed(keys: Sequence[str], note: str, *, lists: Sequence[str] = (), **known: Any) -> dict[str, Any]:
+    """The result of a method that cannot run on this tensor (empty, NaN/Inf weights, no finite values).
+
+    Numbers are NaN, not None: "could not be measured", and a check such as
+    ``cond > 1e6`` stays a valid comparison (False) instead of a TypeError.
+    List-valued keys are None; ``known`` values (``total_rank``) are kept; ``note`` says why.
+    """
+    out: dict[str, Any] = {k: (None if k in lists else math.nan) for k in keys}
+    return {**out, **known, "note": note}
