@@ -412,3 +412,60 @@ def test_a_missing_framework_says_what_to_install(framework, cls, module, extra)
     for line in lines:
         assert line.startswith(f"ModuleNotFoundError {cls} needs {framework}"), line
         assert f"pip install 'weightscope[{extra}]'" in line
+
+
+class ZeroInitNet(torch.nn.Module):
+    """A LoRA-style adapter whose B starts at zero, beside an ordinary layer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inp = torch.nn.Linear(8, 16)
+        self.lora_a = torch.nn.Linear(8, 4, bias=False)
+        self.lora_b = torch.nn.Linear(4, 16, bias=False)
+        torch.nn.init.zeros_(self.lora_b.weight)
+        self.out = torch.nn.Linear(16, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(torch.tanh(self.inp(x) + self.lora_b(self.lora_a(x))))
+
+
+def _train_zero_init(tmp_path, hold_at_zero: int = 0, steps: int = 12):
+    torch.manual_seed(0)
+    model = ZeroInitNet()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    g = torch.Generator().manual_seed(0)
+    seen, weights = [], {0: model.lora_b.weight.detach().clone()}
+    monitor = WeightMonitor(every_n_steps=1, methods="basic_stats", background=False, output_dir=tmp_path,
+                            on_alert=seen.append)
+    monitor.keep_records = steps + 1
+    monitor.start(model, 0)
+    for step in range(1, steps + 1):
+        loss = model(torch.randn(16, 8, generator=g)).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        if step <= hold_at_zero:
+            model.lora_b.weight.grad = None  # B stays at zero for a while (e.g. trained from a later step)
+        opt.step()
+        weights[step] = model.lora_b.weight.detach().clone()
+        monitor.step(model, step)
+    monitor.close(model, steps)
+    return monitor, seen, weights
+
+
+def test_a_zero_initialised_layer_trains_without_drift_or_norm_alerts(tmp_path):
+    monitor, seen, weights = _train_zero_init(tmp_path)
+    by_step = {r.step: r for r in monitor.records}
+    first = by_step[1].diff_prev["lora_b"]  # zero -> non-zero: changed without bound, not undefined
+    assert first["relative_l2_distance"] == first["l2_norm_ratio"] == float("inf")
+    for step in range(2, 13):  # afterwards ordinary finite drifts, as numpy float64 has them
+        prev, now = (weights[s].double().numpy() for s in (step - 1, step))
+        d = by_step[step].diff_prev["lora_b"]
+        assert d["relative_l2_distance"] == pytest.approx(np.linalg.norm(now - prev) / np.linalg.norm(prev), rel=1e-9)
+        assert d["l2_norm_ratio"] == pytest.approx(np.linalg.norm(now) / np.linalg.norm(prev), rel=1e-9)
+    assert not [a for a in seen if a.layer == "lora_b"], seen  # inf drift/ratio is not a spike or a norm jump
+    assert not [a for a in seen if a.rule in ("norm_ratio", "nan")], seen
+
+
+def test_a_layer_held_at_zero_then_trained_raises_no_drift_spike(tmp_path):
+    _, seen, _ = _train_zero_init(tmp_path, hold_at_zero=4)
+    assert not [a for a in seen if a.layer == "lora_b"], seen

@@ -1,6 +1,7 @@
 """`weightscope compare` QA cases: ranking direction, nothing in common, bad inputs and outputs."""
 
 import csv
+import json
 import re
 
 import numpy as np
@@ -108,3 +109,42 @@ def test_compare_csv_holds_null_where_python_has_inf(cli, tmp_path):
     assert rows["s"]["condition_number_ratio"] == ""  # cond(B) = inf over cond(A) = 1: inf in Python
     assert float(rows["v"]["condition_number_ratio"]) == 1.0 and float(rows["v"]["l2_norm_ratio"]) == 2.0
     assert float(rows["s"]["l2_distance"]) == 1.0  # ‖B − A‖ = one unit entry
+
+
+@pytest.mark.parametrize("command", ["scan", "compare"])
+@pytest.mark.parametrize("workers", ["0", "-2", "two"])
+def test_workers_below_one_is_bad_usage_exit_2(cli, pair, command, workers):
+    m1, m2, _, _ = pair
+    models = ["--model", m1] if command == "scan" else ["--model1", m1, "--model2", m2]
+    proc = cli(command, *models, "--workers", workers, "-q")
+    assert proc.returncode == 2, proc.stderr
+    assert "argument --workers: expected a positive integer" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_zero_initialised_layer_ranks_first_and_a_nan_layer_last(cli, tmp_path):
+    g = torch.Generator().manual_seed(3)
+    a = {f"w{i}.weight": torch.randn(12, 8, generator=g) for i in range(3)}
+    a["lora_B.weight"] = torch.zeros(12, 4)
+    a["gate.weight"] = torch.zeros(8, 8)
+    b = {k: v + 0.01 * torch.randn(v.shape, generator=g) for k, v in a.items()}
+    b["lora_B.weight"] = 0.02 * torch.randn(12, 4, generator=g)
+    b["gate.weight"] = torch.zeros(8, 8)
+    b["w1.weight"][2, 2] = float("nan")
+    save_file(a, str(tmp_path / "a.safetensors"))
+    save_file(b, str(tmp_path / "b.safetensors"))
+    out = tmp_path / "c.json"
+    proc = cli("compare", "--model1", tmp_path / "a.safetensors", "--model2", tmp_path / "b.safetensors",
+               "--methods", "basic_stats", "spectral", "-o", out, "-q", check_rc=0)
+    assert "failed" not in proc.stderr  # the NaN layer's ΔW spectrum is skipped, not an error
+    layers = _table_layers(proc.stdout)
+    rel = {k: np.linalg.norm((b[f"{k}.weight"] - a[f"{k}.weight"]).double().numpy())
+           / np.linalg.norm(a[f"{k}.weight"].double().numpy()) for k in ("w0", "w2")}
+    assert layers == ["lora_B", *sorted(rel, key=rel.get, reverse=True), "gate", "w1"]
+    first = next(line for line in proc.stdout.splitlines() if line.startswith("│ lora_B"))
+    assert first.split("│")[2].strip() == "inf"  # the score column
+    data = json.loads(out.read_text(), parse_constant=lambda token: pytest.fail(f"non-strict JSON {token}"))
+    lc = data["layer_comparisons"]
+    assert lc["lora_B"]["relative_l2_distance"] is None and lc["lora_B"]["l2_norm_ratio"] is None  # inf -> null
+    assert lc["gate"]["relative_l2_distance"] == 0.0 and lc["gate"]["l2_norm_ratio"] == 1.0
+    assert lc["w1"]["l2_distance"] is None and lc["w1"]["update_rank_90"] is None and "error" not in lc["w1"]
+    assert lc["w1"]["shape"] == [12, 8]

@@ -31,7 +31,7 @@ def models(tmp_path_factory):
     g = torch.Generator().manual_seed(7)
     a = {f"h.{i}.mlp.c_fc.weight": torch.randn(24, 12, generator=g) for i in range(3)}
     a["wte.weight"] = torch.randn(40, 12, generator=g)
-    a["h.0.ln.weight"] = torch.zeros(12)  # zero norm: ratios undefined -> null, never NaN
+    a["h.0.ln.weight"] = torch.zeros(12)  # zero norm: ratio inf and cosine NaN in Python -> null in the file
     b = {k: v.clone() for k, v in a.items()}
     b["h.2.mlp.c_fc.weight"] = a["h.2.mlp.c_fc.weight"] * 4
     b["wte.weight"] = torch.randn(44, 12, generator=g)

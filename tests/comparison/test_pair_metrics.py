@@ -78,16 +78,84 @@ def test_bf16_inputs_are_upcast_not_downcast(gen, reference_diff):
     assert diff_metrics(a, a.clone())["identical"] is True
 
 
-def test_cosine_bounds_and_zero_tensors(gen):
+def test_cosine_bounds(gen):
     a = torch.randn(20, 20, generator=gen)
     assert diff_metrics(a, -a)["cosine_similarity"] == pytest.approx(-1.0, abs=1e-12)
+
+
+NUMERIC_KEYS = ("l2_distance", "relative_l2_distance", "cosine_similarity", "mean_diff", "std_diff",
+                "l2_norm_ratio", "max_abs_diff", "significant_change_percentage", "model1_l2_norm", "model2_l2_norm")
+
+
+def _all_floats(m: dict) -> None:
+    for key in NUMERIC_KEYS:
+        assert isinstance(m[key], float), (key, m[key])
+
+
+@pytest.mark.parametrize("other", [torch.zeros(20, 20), -torch.zeros(20, 20)])
+def test_zero_equals_zero_is_no_change(other):
     z = torch.zeros(20, 20)
-    both_zero = diff_metrics(z, z.clone())
-    assert both_zero["cosine_similarity"] == 1.0 and both_zero["relative_l2_distance"] is None
-    one_zero = diff_metrics(z, a)
-    assert one_zero["cosine_similarity"] is None  # undefined, not 0
-    assert one_zero["l2_norm_ratio"] is None
-    assert one_zero["significant_change_percentage"] == 100.0
+    m = diff_metrics(z, other)  # -0.0 has other bits (not identical) but the same value
+    _all_floats(m)
+    assert m["identical"] is (other.signbit().sum() == 0).item()
+    assert m["l2_distance"] == 0.0 and m["relative_l2_distance"] == 0.0
+    assert m["l2_norm_ratio"] == 1.0 and m["cosine_similarity"] == 1.0
+    assert m["significant_change_percentage"] == 0.0 and m["max_abs_diff"] == 0.0
+
+
+def test_zero_to_nonzero_is_infinitely_changed(gen, f64):
+    z = torch.zeros(16, 4)
+    b = 0.01 * torch.randn(16, 4, generator=gen)  # a zero-initialised LoRA B after some steps
+    m = diff_metrics(z, b)
+    _all_floats(m)
+    y = f64(b).ravel()
+    # numpy float64 reference: ‖B − 0‖ = ‖B‖; ‖B‖/‖A‖ and ‖B − A‖/‖A‖ with ‖A‖ = 0 are +inf.
+    with np.errstate(divide="ignore"):
+        assert m["relative_l2_distance"] == np.linalg.norm(y) / np.linalg.norm(np.zeros_like(y)) == math.inf
+    assert m["l2_norm_ratio"] == math.inf
+    assert m["l2_distance"] == pytest.approx(np.linalg.norm(y), rel=1e-12)
+    assert m["model1_l2_norm"] == 0.0 and m["model2_l2_norm"] == pytest.approx(np.linalg.norm(y), rel=1e-12)
+    assert m["mean_diff"] == pytest.approx(y.mean(), rel=1e-9) and m["std_diff"] == pytest.approx(y.std(), rel=1e-9)
+    assert m["max_abs_diff"] == pytest.approx(np.abs(y).max(), rel=1e-12)
+    assert m["significant_change_percentage"] == 100.0
+    assert math.isnan(m["cosine_similarity"])  # no direction to compare with: undefined, not 0
+
+
+def test_nonzero_to_zero_is_a_relative_change_of_one(gen, f64):
+    a = torch.randn(16, 4, generator=gen)
+    m = diff_metrics(a, torch.zeros(16, 4))  # a pruned / zeroed layer
+    _all_floats(m)
+    assert m["relative_l2_distance"] == 1.0 and m["l2_norm_ratio"] == 0.0
+    assert m["l2_distance"] == pytest.approx(np.linalg.norm(f64(a)), rel=1e-12)
+    assert math.isnan(m["cosine_similarity"])
+
+
+@pytest.mark.parametrize("where, value", [("a", float("nan")), ("b", float("nan")), ("b", float("inf")),
+                                          ("a", float("-inf")), ("both", float("nan"))])
+def test_non_finite_weights_make_every_pair_metric_nan(gen, f64, where, value):
+    a = torch.randn(12, 10, generator=gen)
+    b = a + 0.01 * torch.randn(12, 10, generator=gen)
+    if where in ("a", "both"):
+        a[3, 4] = value
+    if where in ("b", "both"):
+        b[3, 4] = value
+    m = diff_metrics(a, b)
+    _all_floats(m)  # NaN, never None: `0.99 < ratio < 1.01` is False, not a TypeError
+    for key in NUMERIC_KEYS[:8]:
+        assert math.isnan(m[key]), key
+    assert not 0.99 < m["l2_norm_ratio"] < 1.01
+    # Each side's own norm is still that side's (numpy float64 reference: NaN/inf where it has them).
+    for key, t in (("model1_l2_norm", a), ("model2_l2_norm", b)):
+        ref = np.linalg.norm(f64(t))
+        assert (math.isnan(m[key]) and np.isnan(ref)) or m[key] == pytest.approx(ref, rel=1e-12), key
+    assert m["identical"] is False
+
+
+def test_identical_nan_tensors_are_identical_but_their_metrics_nan():
+    a = torch.tensor([[1.0, float("nan")], [0.0, 2.0]])
+    m = diff_metrics(a, a.clone())
+    assert m["identical"] is True
+    assert math.isnan(m["relative_l2_distance"]) and math.isnan(m["cosine_similarity"])
 
 
 def test_bitwise_equal_is_about_bits():

@@ -1,6 +1,7 @@
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -39,17 +40,55 @@ def test_by_names_any_numeric_metric(comparison):
         find_most_changed_layers(comparison, by="no_such_metric")
 
 
-def test_non_finite_and_none_scores_sort_last():
+def _layers(rows):
+    return [r[0] for r in rows]
+
+
+def test_inf_ranks_largest_and_undefined_scores_are_nan_and_last():
     c = {"layer_comparisons": {
         "nan": {"relative_l2_distance": float("nan")},
         "none": {"relative_l2_distance": None},
         "inf": {"relative_l2_distance": math.inf},
         "small": {"relative_l2_distance": 0.1},
+        "neg_inf": {"relative_l2_distance": -math.inf},
+        "missing": {},
         "big": {"relative_l2_distance": 0.9},
+        "failed": {"relative_l2_distance": None, "error": "load failed"},
     }}
-    assert [r[0] for r in find_most_changed_layers(c, top_k=None)] == ["big", "small", "nan", "none", "inf"]
+    rows = find_most_changed_layers(c, top_k=None)
+    assert _layers(rows) == ["inf", "big", "small", "neg_inf", "nan", "none", "missing", "failed"]
+    scores = [score for _, score, _ in rows]
+    assert all(isinstance(score, float) for score in scores)  # never None
+    assert scores[:4] == [math.inf, 0.9, 0.1, -math.inf] and all(math.isnan(x) for x in scores[4:])
+    for _, score, _ in rows:
+        f"{score:.4f}"  # the feature notes' loop formats every score
+    smallest = find_most_changed_layers(c, top_k=None, largest=False)
+    assert _layers(smallest) == ["neg_inf", "small", "big", "inf", "nan", "none", "missing", "failed"]
+    assert _layers(find_most_changed_layers(c, top_k=2)) == ["inf", "big"]
     with pytest.raises(ComparisonError):
         find_most_changed_layers({"not": "a comparison"})
+
+
+def _cond(t: torch.Tensor) -> float:
+    """numpy float64 reference of the README's condition number: inf when σmin is at or below the rank tolerance."""
+    s = np.linalg.svd(t.double().numpy().reshape(t.shape[0], -1), compute_uv=False)
+    tol = s[0] * max(t.shape) * np.finfo(np.float64).eps
+    return math.inf if s[-1] <= tol else float(s[0] / s[-1])
+
+
+def test_a_matrix_that_became_singular_ranks_first_by_condition_number_ratio(counting_source, gen):
+    a = {f"l{i}.weight": torch.randn(12, 12, generator=gen) for i in range(4)}
+    b = {k: t + 0.05 * torch.randn(12, 12, generator=gen) for k, t in a.items()}
+    b["l2.weight"] = a["l2.weight"].clone()
+    b["l2.weight"][5] = 0.0  # a dead row: singular
+    c = compare_sources(counting_source(a), counting_source(b), methods=["basic_stats", "spectral"])
+    rows = find_most_changed_layers(c, top_k=None, by="condition_number_ratio")
+    assert rows[0][0] == "l2" and rows[0][1] == math.inf == _cond(b["l2.weight"]) / _cond(a["l2.weight"])
+    for layer, score, _ in rows[1:]:
+        ref = _cond(b[f"{layer}.weight"]) / _cond(a[f"{layer}.weight"])
+        assert score == pytest.approx(ref, rel=1e-6), layer
+    assert [s for _, s, _ in rows[1:]] == sorted((s for _, s, _ in rows[1:]), reverse=True)
+    assert find_most_changed_layers(c, top_k=None, by="condition_number_ratio", largest=False)[-1][0] == "l2"
 
 
 def test_ranking_works_on_the_json_round_trip(comparison):

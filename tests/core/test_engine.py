@@ -4,7 +4,7 @@ import time
 import pytest
 import torch
 
-from weightscope.core.engine import cpu_count, layer_key, run_tasks, scan_source, select_tensors
+from weightscope.core.engine import ANALYSIS_THREADS, layer_key, run_tasks, scan_source, select_tensors
 from weightscope.errors import UnknownMethodError, WeightScopeError
 from weightscope.sources.base import TensorRef, TensorSource
 
@@ -62,13 +62,14 @@ def test_run_tasks_sequential_equals_parallel_and_propagates_errors():
         run_tasks([1], lambda x: x, num_workers=0)
 
 
-def test_torch_threads_are_divided_between_workers_and_restored():
+def test_tasks_run_on_a_fixed_thread_count_and_the_callers_is_restored():
     before = torch.get_num_threads()
     seen = run_tasks([1, 2, 3], lambda _x: torch.get_num_threads(), parallel=True, num_workers=2)
-    assert all(s == max(1, cpu_count() // 2) for s in seen)
+    assert seen == [ANALYSIS_THREADS] * 3
     assert torch.get_num_threads() == before
-    assert run_tasks([1, 2], lambda _x: torch.get_num_threads(), parallel=False) == [1, 1]
-    assert run_tasks([1], lambda _x: torch.get_num_threads(), parallel=True) == [cpu_count()]
+    assert run_tasks([1, 2], lambda _x: torch.get_num_threads(), parallel=False) == [ANALYSIS_THREADS] * 2
+    assert run_tasks([1], lambda _x: torch.get_num_threads(), parallel=True) == [ANALYSIS_THREADS]
+    assert run_tasks([1, 2], lambda _x: torch.get_num_threads(), parallel=True, num_workers=1) == [ANALYSIS_THREADS] * 2
     assert torch.get_num_threads() == before
 
 
@@ -129,3 +130,43 @@ def test_scan_source_loads_each_tensor_once_and_survives_a_bad_tensor():
 def test_unknown_method_lists_valid_ones():
     with pytest.raises(UnknownMethodError, match="valid methods: basic_stats, spectral"):
         scan_source(DictSource({"a.weight": torch.randn(2, 2)}), ["spectrall"])
+
+
+def test_thread_counts_of_caller_and_new_threads_are_restored():
+    """Like the monitor's analysis thread: one torch thread of its own in a process whose default
+    (what threads created later start with) is 3. A scan from it changes neither."""
+    before = torch.get_num_threads()
+    out = {}
+    ready, go = threading.Event(), threading.Event()
+
+    def analysis():
+        torch.get_num_threads()
+        torch.set_num_threads(1)
+        ready.set()
+        go.wait()
+        out["par"] = run_tasks([1, 2, 3], lambda _x: torch.get_num_threads(), parallel=True, num_workers=2)
+        out["own_after_par"] = torch.get_num_threads()
+        out["seq"] = run_tasks([1, 2], lambda _x: torch.get_num_threads(), parallel=False)
+        out["own_after_seq"] = torch.get_num_threads()
+
+    def fresh_thread_count():
+        seen = []
+        t = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))
+        t.start()
+        t.join()
+        return seen[0]
+
+    try:
+        torch.set_num_threads(3)
+        t = threading.Thread(target=analysis)
+        t.start()
+        ready.wait()
+        torch.set_num_threads(3)  # the analysis thread's set_num_threads changed the default: put it back
+        go.set()
+        t.join()
+        assert out == {"par": [ANALYSIS_THREADS] * 3, "own_after_par": 1, "seq": [ANALYSIS_THREADS] * 2,
+                       "own_after_seq": 1}
+        assert torch.get_num_threads() == 3
+        assert fresh_thread_count() == 3
+    finally:
+        torch.set_num_threads(before)

@@ -74,7 +74,8 @@ def add_engine_flags(p: argparse.ArgumentParser, default_methods: str = "all") -
     p.add_argument("--parallel", action="store_true", default=True,
                    help="analyse tensors on a thread pool (default)")
     p.add_argument("--sequential", dest="parallel", action="store_false", help="analyse one tensor at a time")
-    p.add_argument("--workers", type=int, default=None, metavar="N", help="worker threads (default: core count)")
+    p.add_argument("--workers", type=positive_int, default=None, metavar="N",
+                   help="worker threads, 1 or more (default: core count)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
     p.add_argument("--layers", default=None, metavar="REGEX", help="only layers whose name matches")
     p.add_argument("--exclude", default=None, metavar="REGEX", help="skip layers whose name matches")

@@ -1,12 +1,14 @@
 """Building the per-layer entries of a comparison from what was computed for a pair.
 
 Every entry of ``layer_comparisons`` has the same keys whatever was
-available, so tables and DataFrames line up: a metric that could not be
-computed (no tensors, method not run) is None.
+available, so tables and DataFrames line up: a metric that is not known
+(no tensors, method not run) is None; one that could not be measured (a
+pair that failed, non-finite weights) is NaN.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from .pair_metrics import DIFF_KEYS
@@ -56,6 +58,7 @@ def layer_entry(
             entry[key] = from_stats.get(key)
         if method == "spectral":
             entry.update({k: (update or {}).get(k) for k in UPDATE_KEYS})
+            entry.update({k: v for k, v in (update or {}).items() if k in ("update_note", "update_error")})
     return entry
 
 
@@ -93,7 +96,14 @@ def mismatch_entry(
 
 
 def error_entry(message: str, methods: list[str]) -> dict[str, Any]:
-    """An entry for a pair that could not be compared: the usual keys, all None, plus ``error``."""
+    """An entry for a pair that could not be compared: the usual keys plus ``error``. Its metrics
+    are NaN (could not be measured, as a method that cannot run gives), so a check such as
+    ``0.99 < entry["l2_norm_ratio"] < 1.01`` over every layer stays valid."""
     entry = layer_entry(shape=None, dtype1=None, dtype2=None, stats1=None, stats2=None, methods=methods)
+    entry.update({k: math.nan for k, v in entry.items() if v is None and k not in _NOT_NUMBERS})
     entry["error"] = message
     return entry
+
+
+#: Entry keys that are not measurements: left None in an error entry.
+_NOT_NUMBERS = frozenset({"shape", "dtype1", "dtype2", "identical"})

@@ -20,18 +20,29 @@ WRAPPER_PREFIXES: tuple[str, ...] = ("base_model.model.", "_orig_mod.", "module.
 WRAPPER_INFIXES: tuple[str, ...] = (".base_layer",)
 
 
-def normalize_name(name: str) -> str:
-    """``"model.module._orig_mod.layers.0.q_proj.base_layer"`` -> ``"layers.0.q_proj"``."""
+def without_infixes(name: str) -> str:
     for infix in WRAPPER_INFIXES:
         name = name.replace(infix, "")
+    return name
+
+
+def prefix_forms(name: str) -> list[str]:
+    """``name``, then each shorter form as wrapper prefixes come off, one at a time."""
+    forms = [name]
     stripped = True
     while stripped:
         stripped = False
         for prefix in WRAPPER_PREFIXES:
             if name.startswith(prefix) and len(name) > len(prefix):
                 name = name[len(prefix) :]
+                forms.append(name)
                 stripped = True
-    return name
+    return forms
+
+
+def normalize_name(name: str) -> str:
+    """``"model.module._orig_mod.layers.0.q_proj.base_layer"`` -> ``"layers.0.q_proj"``."""
+    return prefix_forms(without_infixes(name))[-1]
 
 
 @dataclass

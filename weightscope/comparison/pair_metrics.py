@@ -16,7 +16,7 @@ import torch
 #: Elements per chunk: 64 Ki float64 = 512 KiB per buffer.
 CHUNK_ELEMENTS = 1 << 16
 
-#: Keys :func:`diff_metrics` returns; all None when tensors were not available.
+#: Keys :func:`diff_metrics` returns (floats, NaN where undefined); all None when tensors were not available.
 DIFF_KEYS: tuple[str, ...] = (
     "l2_distance",
     "relative_l2_distance",
@@ -42,8 +42,11 @@ def bitwise_equal(a: torch.Tensor, b: torch.Tensor) -> bool:
     return torch.equal(a, b)
 
 
-def _ratio(num: float, den: float) -> float | None:
-    return num / den if den > 0 else None
+def _ratio(num: float, den: float, zero_over_zero: float) -> float:
+    """``num / den`` for finite norms (>= 0): ``zero_over_zero`` for 0/0, inf for x/0 with x > 0."""
+    if den > 0:
+        return num / den
+    return zero_over_zero if num == 0 else math.inf
 
 
 class _Moments:
@@ -94,8 +97,19 @@ def diff_metrics(
 
     ``significant_change_percentage`` is the share of elements with
     ``|b - a| > threshold * |a|`` (so any change of an exact zero counts).
-    Ratios and the cosine are None where they are undefined (a zero norm),
-    except that two all-zero tensors have cosine 1.
+
+    Every numeric metric is a float, never None:
+
+    - ‖A‖ = 0: ``relative_l2_distance`` and ``l2_norm_ratio`` are 0.0 and 1.0
+      when B is all zeros too (nothing changed), ``inf`` otherwise (a layer
+      that grew from zero, e.g. a zero-initialised LoRA B, changed the most).
+    - ``cosine_similarity`` is 1.0 for two all-zero tensors and NaN when
+      exactly one side is all zeros (no direction to compare).
+    - NaN or Inf in either tensor: every pair metric is NaN (the weights are
+      what is wrong, see ``basic_stats`` ``nan_count``/``inf_count``), so a
+      test such as ``0.99 < ratio < 1.01`` is False rather than an error.
+      ``identical`` is still bit equality; ``model1_l2_norm`` /
+      ``model2_l2_norm`` are each side's own norm (NaN/inf as computed).
     """
     if a.shape != b.shape:
         raise ValueError(f"shapes differ: {tuple(a.shape)} vs {tuple(b.shape)}")
@@ -128,23 +142,25 @@ def diff_metrics(
             significant += int(torch.count_nonzero(d > x.abs().mul_(threshold)))
     norm_a, norm_b, dist = math.sqrt(saa), math.sqrt(sbb), math.sqrt(sdd)
     identical = bitwise_equal(a, b)
-    if identical and math.isfinite(saa):
-        cosine: float | None = 1.0  # exactly, not 1 - 2 ulp from the division
+    norms = {"identical": identical, "model1_l2_norm": norm_a, "model2_l2_norm": norm_b}
+    if not (math.isfinite(saa) and math.isfinite(sbb)):
+        # NaN/Inf weights (a NaN or Inf element makes its side's sum of squares NaN/Inf).
+        return {**dict.fromkeys(DIFF_KEYS, math.nan), **norms}
+    if identical:
+        cosine = 1.0  # exactly, not 1 - 2 ulp from the division
     elif norm_a > 0 and norm_b > 0:
         # Rounding can push |cos| a hair past 1 for (anti)parallel tensors.
         cosine = max(-1.0, min(1.0, sab / (norm_a * norm_b)))
     else:
-        cosine = 1.0 if norm_a == norm_b == 0 else None
+        cosine = 1.0 if norm_a == norm_b == 0 else math.nan
     return {
         "l2_distance": dist,
-        "relative_l2_distance": _ratio(dist, norm_a),
+        "relative_l2_distance": _ratio(dist, norm_a, 0.0),  # ‖B − A‖ = 0: no change
         "cosine_similarity": cosine,
         "mean_diff": mom_b.mean - mom_a.mean,
         "std_diff": mom_b.std - mom_a.std,
-        "l2_norm_ratio": _ratio(norm_b, norm_a),
+        "l2_norm_ratio": _ratio(norm_b, norm_a, 1.0),  # both zero: same norm
         "max_abs_diff": float(max_abs),
         "significant_change_percentage": 100.0 * significant / n if n else 0.0,
-        "identical": identical,
-        "model1_l2_norm": norm_a,
-        "model2_l2_norm": norm_b,
+        **norms,
     }

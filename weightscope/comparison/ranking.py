@@ -33,9 +33,9 @@ def _numeric(value: Any) -> float | None:
 
 
 def layer_score(metrics: dict[str, Any], metric: str) -> float | None:
-    """``metrics[metric]`` if it is a finite number, else None."""
+    """``metrics[metric]`` if it is a number other than NaN (±inf included), else None."""
     value = _numeric(metrics.get(metric))
-    return value if value is not None and math.isfinite(value) else None
+    return value if value is not None and not math.isnan(value) else None
 
 
 def find_most_changed_layers(
@@ -44,7 +44,7 @@ def find_most_changed_layers(
     by: str | None = None,
     *,
     largest: bool = True,
-) -> list[tuple[str, float | None, dict[str, Any]]]:
+) -> list[tuple[str, float, dict[str, Any]]]:
     """The ``top_k`` layers that changed most, as ``(layer, score, metrics)``, largest score first.
 
     ``comparison`` is what :func:`weightscope.core.comparator.compare_sources`
@@ -52,14 +52,21 @@ def find_most_changed_layers(
     numeric per-layer metric (e.g. ``"l2_norm_ratio"``, ``"update_rank_90"``);
     by default ``relative_l2_distance`` when tensors were compared, else
     ``norm_change`` (= |l2_norm_ratio − 1|), the best that saved stats allow.
-    Layers whose score is None, NaN or infinite come last, in model order.
+
+    The score is always a float: ``inf`` ranks as the largest value (a layer
+    that grew from all zeros, a matrix that became singular under
+    ``by="condition_number_ratio"``), so it comes first, or last among the
+    numbers with ``largest=False``. A score that is undefined (NaN weights,
+    a failed layer, a metric the layer lacks, ``null`` in a file) is
+    ``float("nan")`` and comes after every number, in model order.
     ``largest=False`` ranks smallest first (e.g. ``by="cosine_similarity"``).
     ``top_k=None`` returns every layer.
 
     >>> comparison = {"layer_comparisons": {"a": {"relative_l2_distance": 0.1},
-    ...                                      "b": {"relative_l2_distance": 0.5}}}
-    >>> [(layer, score) for layer, score, _ in find_most_changed_layers(comparison, top_k=1)]
-    [('b', 0.5)]
+    ...                                      "b": {"relative_l2_distance": 0.5},
+    ...                                      "c": {"relative_l2_distance": float("inf")}}}
+    >>> [(layer, score) for layer, score, _ in find_most_changed_layers(comparison, top_k=2)]
+    [('c', inf), ('b', 0.5)]
     """
     if not isinstance(comparison, dict) or not isinstance(comparison.get("layer_comparisons"), dict):
         raise ComparisonError("find_most_changed_layers needs a comparison dict (with 'layer_comparisons')")
@@ -74,8 +81,10 @@ def find_most_changed_layers(
     rows = []
     for i, (layer, metrics) in enumerate(layers.items()):
         raw = _numeric(metrics.get(metric))
-        finite = raw is not None and math.isfinite(raw)
-        rows.append(((0, sign * raw, i) if finite else (1, 0.0, i), layer, raw, metrics))
+        score = math.nan if raw is None else raw
+        # ±inf sort as numbers (sign · inf is ordered); NaN, whatever the direction, after them all.
+        key = (1, 0.0, i) if math.isnan(score) else (0, sign * score, i)
+        rows.append((key, layer, score, metrics))
     rows.sort(key=lambda r: r[0])
     chosen = rows if top_k is None else rows[:top_k]
-    return [(layer, raw, metrics) for _, layer, raw, metrics in chosen]
+    return [(layer, score, metrics) for _, layer, score, metrics in chosen]

@@ -38,16 +38,16 @@ def _number(value: Any) -> float | None:
 
 
 def _combine(v1: float | None, v2: float | None, how: str) -> float | None:
+    """None when a side lacks the stat; otherwise a float, as the tensor metrics are: a ratio
+    0/0 is 1.0 (no change), x/0 is inf (left zero, ranks first), and NaN (inf - inf, a side
+    with NaN) is NaN, which ranks last."""
     if v1 is None or v2 is None:
         return None
     if how == "diff":
-        out = v2 - v1
-    elif v1 == 0:
-        return None  # a ratio to zero says nothing useful
-    else:
-        out = v2 / v1
-    # inf - inf and inf / inf are NaN: undefined, not a number to rank by.
-    return None if math.isnan(out) else out
+        return v2 - v1 if not (math.isinf(v1) and v1 == v2) else 0.0
+    if v1 == 0:
+        return 1.0 if v2 == 0 else (math.inf if v2 > 0 else math.nan)
+    return v2 / v1
 
 
 def stat(stats: dict[str, Any] | None, method: str, key: str) -> float | None:

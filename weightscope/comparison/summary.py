@@ -26,18 +26,32 @@ def split_block(layer: str) -> tuple[str | None, str]:
 
 
 def _num(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    """A number as float (NaN and inf included); None, bools and the rest as None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
     return float(value)
 
 
+def _ratio(num: float, den: float, zero_over_zero: float) -> float:
+    """As for one layer (see :func:`weightscope.comparison.diff_metrics`): x/0 is inf, 0/0 ``zero_over_zero``."""
+    if den > 0:
+        return num / den
+    return zero_over_zero if num == 0 else math.inf
+
+
 class _Totals:
-    """Sums that give the L2 distance and cosine over a set of layers as if they were one vector."""
+    """Sums that give the L2 distance and cosine over a set of layers as if they were one vector.
+
+    The figures follow the per-layer rules: a group whose weights are all zero
+    in model 1 has relative distance inf (0 if model 2 is all zeros too), and
+    a group holding a layer with NaN/Inf weights has NaN figures.
+    """
 
     def __init__(self) -> None:
         self.layers = 0
         self.changed = 0
         self.tensor_layers = 0  # layers with tensor-level metrics
+        self.non_finite = False  # a layer with NaN/Inf weights (its pair metrics are NaN)
         self.dd = self.aa = self.bb = self.ab = 0.0
         self.scores: list[float] = []
 
@@ -47,27 +61,38 @@ class _Totals:
             self.scores.append(score)
         dist, na, nb = (_num(metrics.get(k)) for k in ("l2_distance", "model1_l2_norm", "model2_l2_norm"))
         if dist is None or na is None or nb is None:
-            return
+            return  # no tensors compared for this layer (saved stats)
         self.tensor_layers += 1
         self.changed += metrics.get("identical") is False
-        cos = _num(metrics.get("cosine_similarity"))
+        if not (math.isfinite(dist) and math.isfinite(na) and math.isfinite(nb)):
+            self.non_finite = True
+            return
         self.dd += dist * dist
         self.aa += na * na
         self.bb += nb * nb
-        self.ab += (cos or 0.0) * na * nb
+        if na > 0 and nb > 0:  # else ⟨A, B⟩ = 0 (the layer's cosine is NaN or, both zero, 1)
+            cos = _num(metrics.get("cosine_similarity"))
+            self.ab += (cos if cos is not None and math.isfinite(cos) else 0.0) * na * nb
 
     def figures(self) -> dict[str, Any]:
         tensors = self.tensor_layers > 0
-        dist = math.sqrt(self.dd) if tensors else None
-        both = math.sqrt(self.aa) * math.sqrt(self.bb)
+        dist = rel = cos = None
+        if tensors and self.non_finite:
+            dist = rel = cos = math.nan
+        elif tensors:
+            dist = math.sqrt(self.dd)
+            rel = _ratio(dist, math.sqrt(self.aa), 0.0)
+            na, nb = math.sqrt(self.aa), math.sqrt(self.bb)
+            if na > 0 and nb > 0:
+                cos = max(-1.0, min(1.0, self.ab / (na * nb)))
+            else:
+                cos = 1.0 if na == nb == 0 else math.nan
         return {
             "layers": self.layers,
             "changed_layers": self.changed if tensors else None,
             "l2_distance": dist,
-            "relative_l2_distance": dist / math.sqrt(self.aa) if tensors and self.aa > 0 else None,
-            "cosine_similarity": (
-                max(-1.0, min(1.0, self.ab / both)) if tensors and both > 0 else None
-            ),
+            "relative_l2_distance": rel,
+            "cosine_similarity": cos,
             "mean_score": sum(self.scores) / len(self.scores) if self.scores else None,
             "max_score": max(self.scores) if self.scores else None,
         }
@@ -87,7 +112,10 @@ def summarize(comparison: dict[str, Any]) -> dict[str, Any]:
 
     ``identical_layers``/``changed_layers`` are None when no tensors were
     compared (bit equality is unknowable from stats). Scores are the default
-    ranking score (see :func:`weightscope.comparison.ranking.score_metric`).
+    ranking score (see :func:`weightscope.comparison.ranking.score_metric`);
+    ``mean_score``/``max_score`` leave out NaN scores and are inf when a
+    layer's score is. Global distances and cosines follow the per-layer
+    rules (inf, NaN) described in :class:`_Totals`.
     """
     layers: dict[str, dict[str, Any]] = comparison.get("layer_comparisons", {})
     metric = score_metric(comparison)

@@ -8,7 +8,9 @@ in the comparison (``model1_stats``/``model2_stats``) so that nothing has to
 be scanned again to report on either model.
 
 The comparison is a plain dict (differences are model 2 − model 1, ratios
-model 2 / model 1; None wherever a value is undefined or unknowable)::
+model 2 / model 1; None where a value is unknown (no tensors, method not
+run), NaN where it could not be measured (NaN/Inf weights, a failed pair),
+inf for a ratio to a zero tensor)::
 
     format               "weightscope.compare/1"
     weightscope_version, model1, model2 (descriptions), methods, threshold
@@ -44,6 +46,7 @@ import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from numbers import Real
 from pathlib import Path
 from typing import Any
 
@@ -61,10 +64,11 @@ from ..comparison import (
     update_spectrum,
 )
 from ..comparison.entries import error_entry, layer_entry, mismatch_entry
-from ..comparison.matching import Matching
+from ..comparison.matching import Matching, prefix_forms, without_infixes
 from ..comparison.ranking import find_most_changed_layers
 from ..comparison.update_spectrum import zero_update_metrics
 from ..errors import ConfigError, SourceError
+from ..sources._state_dict import _has_tensor
 from ..sources.base import TensorRef, TensorSource
 from .device import resolve_device
 from .engine import Progress, compile_pattern, layer_key, run_tasks, select_tensors
@@ -81,7 +85,12 @@ __all__ = ["COMPARE_FORMAT", "DEFAULT_METHODS", "compare_sources", "find_most_ch
 
 @dataclass
 class _Side:
-    """One model of the comparison: tensors to read, or saved results (then ``refs`` is empty)."""
+    """One model of the comparison: tensors to read, or saved results (then ``refs`` is empty).
+
+    Both for the results of a live scan whose source could be read again: its
+    tensors are read, its layers are the scanned ones, and its saved stats
+    stand in for the analysis where they cover the methods (``reused``).
+    """
 
     description: str
     source: TensorSource | None = None
@@ -91,6 +100,7 @@ class _Side:
     refs: dict[str, TensorRef] = field(default_factory=dict)
     aliases: dict[str, str] = field(default_factory=dict)
     skipped: set[str] = field(default_factory=set)  # layer keys left out as non-float / vectors
+    reused: dict[str, dict[str, Any]] = field(default_factory=dict)  # layer -> saved stats used as computed
 
     @property
     def has_tensors(self) -> bool:
@@ -113,13 +123,49 @@ class _Side:
         dtype = ((self.results or {}).get(key, {}).get("basic_stats") or {}).get("dtype")
         return dtype if isinstance(dtype, str) else None
 
+    def prepare_reuse(self, methods: list[str]) -> None:
+        """Saved stats (of a re-read live scan) that cover ``methods`` without errors: not analysed again."""
+        self.reused = {}
+        if self.source is None or self.results is None:
+            return
+        for name in self.names:
+            saved, ref = self.results.get(name), self.refs.get(name)
+            if not isinstance(saved, dict) or ref is None:
+                continue
+            wanted = methods_for(len(ref.shape), methods)
+            if not all(isinstance(saved.get(m), dict) and "error" not in saved[m] for m in wanted):
+                continue
+            shape = (saved.get("basic_stats") or {}).get("shape")
+            if isinstance(shape, (list, tuple)) and tuple(shape) != tuple(ref.shape):
+                continue
+            self.reused[name] = {m: copy.deepcopy(saved[m]) for m in wanted}
+
+
+def _is_metric(value: Any) -> bool:
+    """A value a scan result holds: a number, a string, None, or lists/dicts of them (never a tensor)."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return True
+    if isinstance(value, (list, tuple)):
+        return all(_is_metric(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _is_metric(v) for k, v in value.items())
+    return False
+
 
 def _looks_like_results(obj: dict[str, Any]) -> bool:
-    """A scan file's layout, or ``layer -> method -> metrics`` (a state dict holds tensors instead)."""
+    """A scan file's layout, or ``layer -> method -> metrics`` with plain values at the leaves.
+
+    A state dict, nested (``{"encoder": {"fc": {"weight": T}}}``) or not, holds tensors there
+    instead, so it is never taken for results.
+    """
+    if _has_tensor(obj):
+        return False
     if "format" in obj and "layers" in obj:
-        return True
+        return True  # ScanResults.from_json_dict says what is wrong with it, if anything
     return bool(obj) and all(
-        isinstance(v, dict) and v and all(isinstance(m, dict) for m in v.values()) for v in obj.values()
+        isinstance(layer, dict) and layer
+        and all(isinstance(metrics, dict) and metrics and _is_metric(metrics) for metrics in layer.values())
+        for layer in obj.values()
     )
 
 
@@ -127,8 +173,10 @@ def _open_side(obj: Any, revision: str | None) -> _Side:
     from .scope import Scope  # scope imports this module lazily; import back the same way
 
     if isinstance(obj, ScanResults):
-        return _Side(obj.source or "scan results", results=obj)
+        return _reread(obj) or _Side(obj.source or "scan results", results=obj)
     if isinstance(obj, Scope):
+        if obj.closed:
+            raise SourceError(f"{obj.name}: this Scope is closed; open a new Scope to compare it")
         return _Side(obj.name, source=obj.source)
     if isinstance(obj, TensorSource):
         return _Side(obj.description, source=obj)
@@ -146,21 +194,96 @@ def _open_side(obj: Any, revision: str | None) -> _Side:
     return _Side(source.description, source=source, owned=True)
 
 
-def _select(side: _Side, layers: str | None, exclude: str | None, include_vectors: bool) -> None:
+def _reread(results: ScanResults) -> _Side | None:
+    """The side for live-scan results whose source is still there and unchanged, else None (stats mode).
+
+    Only results returned by ``Scope.scan`` hold a handle (``ScanResults._origin``); results read
+    from a file never do, so they never silently read a file that may not be the one scanned.
+    """
+    handle = results._origin
+    if handle is None:
+        return None
+    try:
+        source, owned = handle.open()
+    except SourceError as exc:
+        if not handle.warned:  # once per results object: later comparisons stay quiet
+            handle.warned = True
+            log.warning("comparing the saved stats of %s only (mode 'stats'): %s",
+                        results.source or "scan results", exc)
+        return None
+    return _Side(results.source or source.description, source=source, results=results, owned=owned)
+
+
+def _name_forms(name: str) -> set[str]:
+    """``name`` and every form it takes on the way to :func:`normalize_name` (wrappers stripped one by one).
+
+    ``"model.transformer.h.0"`` -> ``{"model.transformer.h.0", "transformer.h.0", "h.0"}``.
+    """
+    return {*prefix_forms(name), *prefix_forms(without_infixes(name))}
+
+
+def _filter_names(side: _Side) -> dict[str, set[str]]:
+    """Layer key -> the names ``layers``/``exclude`` are tried on, for every layer the side holds."""
     if side.source is not None:
-        sel = select_tensors(side.source.refs(), layers=layers, exclude=exclude, include_vectors=include_vectors)
-        side.names = [k for k, _ in sel.layers]
-        side.refs = dict(sel.layers)
-        side.aliases = dict(sel.aliases)
+        out: dict[str, set[str]] = {}
+        for ref in side.source.refs():
+            key = layer_key(ref.name)
+            out.setdefault(key, set()).update(_name_forms(key) | _name_forms(ref.name))
+        return out
+    results = side.results or ScanResults()
+    return {key: _name_forms(key) for key in [*results, *results.aliases]}
+
+
+def _filtered_layers(
+    side1: _Side, side2: _Side, layers: str | None, exclude: str | None
+) -> tuple[set[str] | None, set[str] | None]:
+    """The layer keys each side keeps under ``layers``/``exclude``; (None, None) without a filter.
+
+    The regexes are tried on each name as it is and with its wrapper prefixes removed
+    (``model.``, ``module.``, ...), and on the names of both partners of a pair, so that
+    the same layers are selected on both sides: ``layers=r"^transformer\.h\.0"`` selects a
+    Lightning checkpoint's ``model.transformer.h.0.*`` along with a Hugging Face folder's
+    ``transformer.h.0.*``, and a layer filtered out on one side is not "only in" the other.
+    """
+    include_re, exclude_re = compile_pattern(layers, "layers"), compile_pattern(exclude, "exclude")
+    if include_re is None and exclude_re is None:
+        return None, None
+
+    def wanted(names: set[str]) -> bool:
+        if include_re is not None and not any(include_re.search(n) for n in names):
+            return False
+        return exclude_re is None or not any(exclude_re.search(n) for n in names)
+
+    names1, names2 = _filter_names(side1), _filter_names(side2)
+    matching = match_layers(list(names1), list(names2))
+    keep1 = {n for n in matching.only_in_model1 if wanted(names1[n])}
+    keep2 = {n for n in matching.only_in_model2 if wanted(names2[n])}
+    for n1, n2 in matching.pairs:
+        if wanted(names1[n1] | names2[n2]):
+            keep1.add(n1)
+            keep2.add(n2)
+    return keep1, keep2
+
+
+def _select(side: _Side, keep: set[str] | None, include_vectors: bool) -> None:
+    """The layers of a side to compare: ``keep`` (see :func:`_filtered_layers`; None: all) that are matrices
+    (vectors too with ``include_vectors``), tied names folded into aliases."""
+    if side.source is not None:
+        refs = side.source.refs()
+        if keep is not None:  # before folding, as a scan filters: a kept alias becomes a real layer
+            refs = [r for r in refs if layer_key(r.name) in keep]
+        sel = select_tensors(refs, include_vectors=include_vectors)
+        # Re-read live results: the layers their scan covered, as when comparing their stats.
+        scanned = None if side.results is None else set(side.results) | set(side.results.aliases)
+        side.names = [k for k, _ in sel.layers if scanned is None or k in scanned]
+        side.refs = {k: r for k, r in sel.layers if scanned is None or k in scanned}
+        side.aliases = {a: c for a, c in sel.aliases.items() if c in side.refs}
         side.skipped = {layer_key(n) for n in sel.skipped}
         return
-    include_re, exclude_re = compile_pattern(layers, "layers"), compile_pattern(exclude, "exclude")
     results = side.results or ScanResults()
 
     def wanted(key: str) -> bool:
-        if include_re and not include_re.search(key):
-            return False
-        if exclude_re and exclude_re.search(key):
+        if keep is not None and key not in keep:
             return False
         shape = side.shape(key)
         return include_vectors or shape is None or len(shape) >= 2
@@ -234,13 +357,31 @@ def _run_task(task: _Task, methods: list[str], device: torch.device) -> _Output:
     try:
         if a.shape == b.shape:
             out.diff = diff_metrics(a, b, task.threshold, device=device)
-            if task.spectral and a.ndim >= 2:
-                out.update = zero_update_metrics() if out.diff["identical"] else update_spectrum(a, b, device=device)
         else:
             out.distribution = distribution_metrics(a, b)
     except Exception as exc:
         log.warning("comparing %s failed: %s", task.name1, exc)
         out.error = f"{type(exc).__name__}: {exc}"
+        return out
+    if out.diff is not None and task.spectral and a.ndim >= 2:
+        # The update spectrum is extra: whatever happens to it, the diff above stands.
+        from math import isfinite, nan
+
+        from ..comparison.update_spectrum import UPDATE_KEYS
+
+        if not isfinite(out.diff["l2_distance"]):
+            # NaN/Inf weights make ΔW non-finite: no spectrum to take (eigh would not converge).
+            # NaN, like the pair metrics of such a layer; the nan rule / basic_stats report the weights.
+            out.update = {**dict.fromkeys(UPDATE_KEYS, nan),
+                          "update_note": "non-finite weights (NaN/Inf); see basic_stats nan_count/inf_count"}
+        elif out.diff["identical"]:
+            out.update = zero_update_metrics()
+        else:
+            try:
+                out.update = update_spectrum(a, b, device=device)
+            except Exception as exc:
+                log.warning("update spectrum of %s failed: %s", task.name1, exc)
+                out.update = {**dict.fromkeys(UPDATE_KEYS, nan), "update_error": f"{type(exc).__name__}: {exc}"}
     return out
 
 
@@ -289,8 +430,18 @@ def compare_sources(
     >>> c["layer_comparisons"]["fc"]["l2_norm_ratio"], c["layer_comparisons"]["fc"]["cosine_similarity"]
     (2.0, 1.0)
     """
-    if not threshold >= 0:
-        raise ConfigError(f"threshold must be a number >= 0, got {threshold}")
+    from .scope import _check_revision, check_engine_args  # scope imports this module lazily
+
+    # Every argument is checked before either model is opened.
+    check_engine_args(methods=methods, parallel=parallel, num_workers=num_workers, layers=layers,
+                      exclude=exclude, include_vectors=include_vectors)
+    if isinstance(threshold, bool) or not isinstance(threshold, Real) or not threshold >= 0:
+        raise ConfigError(f"threshold must be a number >= 0, got {threshold!r}")
+    threshold = float(threshold)
+    _check_revision(revision1)
+    _check_revision(revision2)
+    if methods is not None:
+        resolve_methods(methods)  # an unknown name fails now, not after both models are opened
     dev = resolve_device(device)
     side1 = _open_side(a, revision1)
     try:
@@ -322,8 +473,8 @@ def _compare(
     num_workers: int | None,
     progress: Progress | None,
 ) -> dict[str, Any]:
-    for side in (side1, side2):
-        _select(side, layers, exclude, include_vectors)
+    for side, keep in zip((side1, side2), _filtered_layers(side1, side2, layers, exclude)):
+        _select(side, keep, include_vectors)
     _drop_skipped(side1, side2)
     _drop_skipped(side2, side1)
     matching = match_layers(side1.names, side2.names, side1.aliases, side2.aliases)
@@ -333,16 +484,19 @@ def _compare(
         log.info("%d layer(s) paired after removing wrapper prefixes", len(matching.mapping))
 
     spectral = "spectral" in methods
+    for side in (side1, side2):
+        side.prepare_reuse(methods)
     tasks = [
         _Task(n1, n2, side1.refs.get(side1.canonical(n1)), side2.refs.get(side2.canonical(n2)), spectral, threshold,
-              analyze1=n1 not in side1.aliases, analyze2=n2 not in side2.aliases)
+              analyze1=n1 not in side1.aliases and n1 not in side1.reused,
+              analyze2=n2 not in side2.aliases and n2 not in side2.reused)
         for n1, n2 in matching.pairs
     ]
     # Unpaired layers are still analysed, so that each side's stats are a whole scan of it.
     tasks += [_Task(n, None, side1.refs[n], None, spectral, threshold)
-              for n in matching.only_in_model1 if n in side1.refs]
+              for n in matching.only_in_model1 if n in side1.refs and n not in side1.reused]
     tasks += [_Task(None, n, None, side2.refs[n], spectral, threshold)
-              for n in matching.only_in_model2 if n in side2.refs]
+              for n in matching.only_in_model2 if n in side2.refs and n not in side2.reused]
     tasks = [t for t in tasks if t.ref1 is not None or t.ref2 is not None]
     if progress and tasks:
         progress.start(len(tasks), sum(t.nbytes for t in tasks))
@@ -360,7 +514,8 @@ def _compare(
 def _side_stats(side: _Side, computed: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """``layer -> method -> metrics`` for every selected layer of a side, in its own order."""
     if side.has_tensors:
-        return {n: computed[n] for n in side.names if n in computed}
+        return {n: computed[n] if n in computed else side.reused[n]
+                for n in side.names if n in computed or n in side.reused}
     results = side.results or {}
     return {n: results[n] for n in side.names}
 

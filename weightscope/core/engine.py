@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
@@ -45,15 +46,47 @@ def cpu_count() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+#: torch intra-op threads of every analysis task, sequential or parallel, on any machine.
+#: BLAS/LAPACK and ATen's reductions split their sums by thread count, so the last bits of a
+#: result depend on it (a 512x1536 tensor's condition number: 3.820837024417388 on 1 thread,
+#: 3.8208370244173633 on 2). A fixed count makes every ``parallel``/``num_workers`` setting and
+#: core count give bitwise-identical results; parallelism comes from concurrent tasks. One thread
+#: is also the fastest on a loaded machine: with two, the many small chunked ops wait on
+#: descheduled threads (measured 60x slower on 2 busy cores).
+ANALYSIS_THREADS = 1
+
+
+def _on_new_thread(fn: Callable[[], R]) -> R:
+    out: list[R] = []
+    t = threading.Thread(target=lambda: out.append(fn()), name="weightscope-threads")
+    t.start()
+    t.join()
+    return out[0]
+
+
+def _use_analysis_threads() -> None:
+    """Give the calling thread ``ANALYSIS_THREADS`` intra-op threads.
+
+    ``torch.set_num_threads`` is per thread (OpenMP and MKL) but ATen initialises a thread's count
+    lazily, on its first parallel op, from a process-wide default: the ``get_num_threads`` call
+    forces that initialisation first so it cannot later override the count set here.
+    """
+    torch.get_num_threads()
+    torch.set_num_threads(ANALYSIS_THREADS)
+
+
 @contextmanager
-def _torch_threads(n: int):
-    """Set torch's (process-wide) intra-op thread count for the duration, then restore."""
+def _threads_restored():
+    """Restore, on exit, the calling thread's torch thread count and the process-wide default
+    that threads created later start with (``torch.set_num_threads`` on any thread sets both)."""
     before = torch.get_num_threads()
-    torch.set_num_threads(max(1, n))
+    default = _on_new_thread(torch.get_num_threads)  # a fresh thread reads the default, changing nothing
     try:
         yield
     finally:
         torch.set_num_threads(before)
+        if default != before:  # e.g. a monitor's 1-thread analysis thread in a 2-thread process
+            _on_new_thread(lambda: torch.set_num_threads(default))
 
 
 def run_tasks(
@@ -76,10 +109,9 @@ def run_tasks(
         raise WeightScopeError(f"num_workers must be at least 1, got {workers}")
     results: list[Any] = [None] * len(tasks)
     if not parallel or workers == 1 or len(tasks) <= 1:
-        # Sequential means one core: with two intra-op threads on a loaded 2-core machine the
-        # many small chunked ops wait on descheduled threads (measured 60x slower). One task
-        # alone, or one worker asked for, may use every core.
-        with _torch_threads(1 if not parallel else cpu_count()):
+        # One task at a time, on the calling thread.
+        with _threads_restored():
+            _use_analysis_threads()
             for i, task in enumerate(tasks):
                 results[i] = fn(task)
                 if on_done:
@@ -87,8 +119,10 @@ def run_tasks(
         return results
 
     order = sorted(range(len(tasks)), key=lambda i: -weight(tasks[i]))
-    # Workers x intra-op threads never exceeds the cores.
-    with _torch_threads(cpu_count() // workers), ThreadPoolExecutor(max_workers=workers, thread_name_prefix="weightscope") as pool:
+    # Each worker sets its own thread count; the calling thread's is left alone.
+    with _threads_restored(), ThreadPoolExecutor(
+        max_workers=workers, thread_name_prefix="weightscope", initializer=_use_analysis_threads
+    ) as pool:
         pending: dict[Future, int] = {}
         queue = iter(order)
         try:

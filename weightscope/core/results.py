@@ -34,7 +34,20 @@ class ScanResults(dict):
     dict yields layers only: ``source``, ``methods``, ``aliases`` (tied
     layer -> the layer analysed in its place), ``skipped`` (tensor name ->
     reason) and ``stored_dtypes``.
+
+    Results returned by :meth:`Scope.scan <weightscope.Scope.scan>` also keep
+    a private handle on what was scanned (weak references and a fingerprint:
+    never tensors), so that a comparison can read the tensors again while they
+    are unchanged (see :func:`weightscope.compare`). The handle is not saved:
+    results read back from JSON (:meth:`load`, :meth:`from_json_dict`), from a
+    pickle or from a copy compare from their stats only. :meth:`forget_source`
+    drops it by hand.
     """
+
+    #: How a live scan's tensors can be read again (a ``weightscope.core.scope.SourceHandle``);
+    #: None for results read from a file, unpickled or built by hand. A class default, so that
+    #: pickles written before it existed load unchanged.
+    _origin: Any = None
 
     def __init__(
         self,
@@ -50,6 +63,28 @@ class ScanResults(dict):
         self.methods = list(methods or [])
         self.aliases = dict(aliases or {})
         self.skipped = dict(skipped or {})
+
+    # -- the scanned source ---------------------------------------------------
+    @property
+    def rereadable(self) -> bool:
+        """Whether these results still hold a handle on the tensors they were scanned from.
+
+        True does not promise that reading works: a comparison checks that the
+        source is unchanged first and falls back to the saved stats if not.
+        """
+        return self._origin is not None
+
+    def forget_source(self) -> ScanResults:
+        """Drop the handle on the scanned source: comparisons then use the saved stats only."""
+        self._origin = None
+        return self
+
+    def __getstate__(self) -> dict[str, Any]:
+        # The handle holds weak references (not picklable) to this process's objects; an unpickled
+        # result is like one read from a file. Leaving it out keeps the pickle layout as before.
+        state = dict(self.__dict__)
+        state.pop("_origin", None)
+        return state
 
     # -- views -------------------------------------------------------------
     def metric(self, layer: str, method: str, key: str, default: Any = None) -> Any:

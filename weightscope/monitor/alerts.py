@@ -404,6 +404,8 @@ def _remember(ctx: SnapshotNumbers, rules: list[Rule]) -> None:
         drift = _num(diff.get("relative_l2_distance"))
         if drift is not None and math.isfinite(drift):
             ctx.state.drift[layer] = (ctx.state.drift.get(layer, []) + [drift])[-window:]
+        elif drift == math.inf:  # the layer left zero (a zero-init LoRA B): its drift history starts over
+            ctx.state.drift.pop(layer, None)
     remembered = (("spectral", "condition_number"), ("quantization", "extreme_outlier_percentage"),
                   ("sparsity", "dead_rows"), ("sparsity", "dead_columns"))
     for layer in ctx.results:

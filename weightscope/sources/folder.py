@@ -29,6 +29,8 @@ _INDEX_SUFFIXES = (".safetensors.index.json", ".bin.index.json")
 _SUFFIX_PREFERENCE = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
 _SHARD_RE = re.compile(r"^(?P<stem>.+)-(?P<i>\d+)-of-(?P<n>\d+)(?P<ext>\.\w+)$")
 _OTHER_FRAMEWORKS = (".h5", ".msgpack", ".onnx", ".gguf", ".tflite")
+#: Hugging Face ``Trainer`` checkpoint folders (``save_steps``): a training run, not one model.
+_CHECKPOINT_DIR = re.compile(r"^checkpoint-\d+$")
 
 
 def natural_key(path: Path) -> list[int | str]:
@@ -82,9 +84,14 @@ def resolve_weight_files(folder: str | Path) -> WeightFiles:
         return WeightFiles(shards)
     names = ", ".join(p.name for p in candidates[:10]) + (" ..." if len(candidates) > 10 else "")
     raise SourceError(
-        f"{folder} holds {len(candidates)} separate checkpoints ({names}) and no index to join them; "
-        "pass the file to scan, or scan the folder as a training run"
+        f"{folder} holds {len(candidates)} separate checkpoints ({names}) and no index to join them: "
+        f"pass the file to scan, or, if they are a training run, {_scan_run_hint(folder)}"
     )
+
+
+def _scan_run_hint(folder: Path) -> str:
+    """How to scan ``folder`` as a training run, from the Python API and from the CLI."""
+    return f"use weightscope.scan_run({str(folder)!r}) (CLI: weightscope scan --model {folder})"
 
 
 def _index_prefix(index: Path) -> str:
@@ -137,6 +144,11 @@ def _no_weights_message(folder: Path) -> str:
     foreign = [name for name in entries if name.endswith(_OTHER_FRAMEWORKS)]
     if foreign:
         return f"{folder}: no PyTorch weights found (only {', '.join(foreign)}, a format WeightScope does not read)"
+    runs = [name for name in entries if _CHECKPOINT_DIR.match(name) and (folder / name).is_dir()]
+    if runs:
+        shown = ", ".join(runs[:10]) + (" ..." if len(runs) > 10 else "")
+        return (f"{folder}: no weights of its own; its {shown} folders look like a training run: "
+                f"{_scan_run_hint(folder)}")
     shown = ", ".join(entries[:10]) + (" ..." if len(entries) > 10 else "")
     return f"{folder}: no weights found (expected *.safetensors, *.bin, *.pt, *.pth or *.ckpt; found {shown})"
 

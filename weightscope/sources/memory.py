@@ -36,13 +36,18 @@ class MemorySource(TensorSource):
         # keep_vars=True: the Parameters themselves (so requires_grad survives);
         # state_dict also brings persistent buffers and repeats tied weights
         # under each name, which storage_id then folds.
-        return cls(module.state_dict(keep_vars=True), f"nn.Module({type(module).__name__})")
+        description = f"nn.Module({type(module).__name__})"
+        tensors = module.state_dict(keep_vars=True)
+        _require_data(tensors, description)
+        return cls(tensors, description)
 
     @classmethod
     def from_mapping(cls, obj: Mapping[str, Any]) -> MemorySource:
         tensors = flatten_tensors(select_state_dict(obj))
         require_tensors(tensors, "state dict", obj)
-        return cls(tensors, f"state dict ({len(tensors)} tensors)")
+        description = f"state dict ({len(tensors)} tensors)"
+        _require_data(tensors, description)
+        return cls(tensors, description)
 
     def _load(self, name: str) -> torch.Tensor:
         if self._tensors is None:
@@ -58,3 +63,17 @@ class MemorySource(TensorSource):
 
     def close(self) -> None:
         self._tensors = None
+
+
+def _require_data(tensors: Mapping[str, torch.Tensor], description: str) -> None:
+    """SourceError when every floating-point tensor is on the meta device: no values, nothing to scan.
+
+    (A model built under ``with torch.device("meta")`` or ``init_empty_weights()``.) Only some on
+    meta: the scan goes on, and their layers get an ``error`` entry saying so.
+    """
+    floats = [t for t in tensors.values() if t.is_floating_point()]
+    if floats and all(t.is_meta for t in floats):
+        raise SourceError(
+            f"{description}: its weights are on the meta device and hold no data "
+            f"({len(floats)} tensor(s)); load real weights into it first (e.g. to_empty() then load_state_dict)"
+        )
