@@ -191,3 +191,15 @@ def test_wasserstein_matches_scipy_and_subsamples_deterministically(gen, f64):
     assert w1 == wasserstein(big_a, big_b, max_samples=20_000)
     exact = wasserstein_distance(f64(big_a), f64(big_b))
     assert math.isclose(w1, exact, rel_tol=0.05)
+
+
+def test_a_model_compared_with_itself_has_cosine_exactly_one_at_every_level():
+    import weightscope
+
+    g = torch.Generator().manual_seed(12)  # a seed where the division alone gives 1 - 2e-16
+    sd = {f"transformer.h.{i}.mlp.c_proj.weight": torch.randn(96, 33, generator=g) * 0.37 for i in range(5)}
+    c = weightscope.compare(sd, {k: v.clone() for k, v in sd.items()}, methods=["basic_stats"])
+    assert all(m["cosine_similarity"] == 1.0 for m in c["layer_comparisons"].values())
+    s = c["summary"]
+    assert s["global_cosine_similarity"] == 1.0 and s["global_relative_l2_distance"] == 0.0
+    assert all(g["cosine_similarity"] == 1.0 for g in (*s["by_block"].values(), *s["by_module"].values()))

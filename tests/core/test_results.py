@@ -107,3 +107,28 @@ def test_methods_split_on_commas_in_strings_and_list_items(methods, expected):
 def test_an_unknown_method_inside_a_comma_list_is_named():
     with pytest.raises(UnknownMethodError, match="unknown method 'bogus'"):
         resolve_methods(["spectral,bogus"])
+
+
+def test_skipped_lists_what_the_source_could_not_offer_and_dtypes_are_kept(tmp_path, monkeypatch):
+    import pickle
+
+    from safetensors.torch import save_file
+
+    from weightscope.sources import safetensors_file
+
+    path = tmp_path / "m.safetensors"
+    save_file({"a.weight": torch.randn(4, 6).half(), "b.weight": torch.randn(4, 6).bfloat16(),
+               "steps": torch.arange(3)}, str(path))
+    # As if this torch had no float16: the file's own reader leaves the tensor out.
+    monkeypatch.delitem(safetensors_file.SAFETENSORS_DTYPES, "F16")
+    results = Scope(str(path)).scan(methods="spectral")
+    assert list(results) == ["b"]
+    assert set(results.skipped) == {"a.weight", "steps"}
+    assert "F16 is not supported" in results.skipped["a.weight"]
+    assert results.stored_dtypes == {"b": "bfloat16"}  # reported without basic_stats
+    again = ScanResults.load(results.save(tmp_path / "r.json"))
+    assert again.stored_dtypes == {"b": "bfloat16"} and again.skipped == results.skipped
+    assert pickle.loads(pickle.dumps(results)).stored_dtypes == {"b": "bfloat16"}
+    old = pickle.loads(pickle.dumps(results))
+    del old.__dict__["stored_dtypes"]  # a results object pickled before the attribute existed
+    assert pickle.loads(pickle.dumps(old)).stored_dtypes == {}

@@ -83,7 +83,9 @@ class _Totals:
             dist = math.sqrt(self.dd)
             rel = _ratio(dist, math.sqrt(self.aa), 0.0)
             na, nb = math.sqrt(self.aa), math.sqrt(self.bb)
-            if na > 0 and nb > 0:
+            if self.changed == 0:
+                cos = 1.0  # every layer bit-identical: exactly, as each layer's own cosine is
+            elif na > 0 and nb > 0:
                 cos = max(-1.0, min(1.0, self.ab / (na * nb)))
             else:
                 cos = 1.0 if na == nb == 0 else math.nan

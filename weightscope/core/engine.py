@@ -243,5 +243,7 @@ def scan_source(
         source=source.description,
         methods=chosen,
         aliases=sel.aliases,
-        skipped=sel.skipped,
+        # Tensors the source itself could not offer (a dtype safetensors' torch side lacks, say) too.
+        skipped={**getattr(source, "skipped", {}), **sel.skipped},
+        stored_dtypes={key: str(ref.dtype).removeprefix("torch.") for key, ref in sel.layers},
     )

@@ -33,7 +33,8 @@ class ScanResults(dict):
     Extra information lives in attributes (not keys) so that iterating the
     dict yields layers only: ``source``, ``methods``, ``aliases`` (tied
     layer -> the layer analysed in its place), ``skipped`` (tensor name ->
-    reason) and ``stored_dtypes``.
+    reason) and ``stored_dtypes`` (layer -> the dtype it is stored in, e.g.
+    ``"bfloat16"``, whatever the methods).
 
     Results returned by :meth:`Scope.scan <weightscope.Scope.scan>` also keep
     a private handle on what was scanned (weak references and a fingerprint:
@@ -57,12 +58,14 @@ class ScanResults(dict):
         methods: list[str] | None = None,
         aliases: dict[str, str] | None = None,
         skipped: dict[str, str] | None = None,
+        stored_dtypes: dict[str, str] | None = None,
     ) -> None:
         super().__init__(layers or {})
         self.source = source
         self.methods = list(methods or [])
         self.aliases = dict(aliases or {})
         self.skipped = dict(skipped or {})
+        self.stored_dtypes = dict(stored_dtypes or {})
 
     # -- the scanned source ---------------------------------------------------
     @property
@@ -85,6 +88,10 @@ class ScanResults(dict):
         state = dict(self.__dict__)
         state.pop("_origin", None)
         return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.__dict__.setdefault("stored_dtypes", {})  # pickled before it existed
 
     # -- views -------------------------------------------------------------
     def metric(self, layer: str, method: str, key: str, default: Any = None) -> Any:
@@ -124,6 +131,7 @@ class ScanResults(dict):
                 "weightscope_version": __version__,
                 "aliases": self.aliases,
                 "skipped": self.skipped,
+                "stored_dtypes": self.stored_dtypes,
                 "layers": dict(self),
             }
         )
@@ -152,6 +160,7 @@ class ScanResults(dict):
                 methods=data.get("methods"),
                 aliases=data.get("aliases"),
                 skipped=data.get("skipped"),
+                stored_dtypes=data.get("stored_dtypes"),  # absent from older files: {}
             )
         if all(isinstance(v, dict) for v in data.values()):
             methods = sorted({m for v in data.values() for m in v})
