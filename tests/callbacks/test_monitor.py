@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import subprocess
 import sys
 import threading
@@ -469,3 +470,18 @@ def test_a_zero_initialised_layer_trains_without_drift_or_norm_alerts(tmp_path):
 def test_a_layer_held_at_zero_then_trained_raises_no_drift_spike(tmp_path):
     _, seen, _ = _train_zero_init(tmp_path, hold_at_zero=4)
     assert not [a for a in seen if a.layer == "lora_b"], seen
+
+
+def test_an_all_zero_layer_is_not_reported_as_ill_conditioned_a_singular_one_is(tmp_path):
+    torch.manual_seed(0)
+    model = ZeroInitNet()
+    with torch.no_grad():
+        model.lora_a.weight[1:] = model.lora_a.weight[0]  # rank 1, not zero: truly singular
+    seen = []
+    monitor = WeightMonitor(every_n_steps=1, methods=["basic_stats", "spectral"], background=False,
+                            output_dir=tmp_path, on_alert=seen.append)
+    monitor.start(model, 0)
+    monitor.close()
+    base = monitor.records[0].results
+    assert base["lora_b"]["spectral"]["condition_number"] == math.inf  # what the scan says, unchanged
+    assert [(a.rule, a.layer) for a in seen if a.rule == "condition_number"] == [("condition_number", "lora_a")]

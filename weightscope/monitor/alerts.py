@@ -174,6 +174,8 @@ def _condition_number(ctx: SnapshotNumbers, rule: Rule) -> Iterator[Alert]:
         cond = ctx.metric(layer, "spectral", "condition_number")
         if cond is None or math.isnan(cond):
             continue
+        if ctx.metric(layer, "spectral", "max_singular_value") == 0.0:
+            continue  # all zeros (a LoRA B at init): cond is inf, yet nothing is ill-conditioned
         prev, prev_step = ctx.earlier(layer, "condition_number")
         if cond > limit:
             yield _alert(ctx, rule, layer, f"condition number of {layer} is {cond:.3g} (> {limit:.3g})", cond, limit)
