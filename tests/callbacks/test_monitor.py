@@ -296,9 +296,10 @@ def test_full_scan_every_k_and_a_thinned_last_snapshot_is_completed(tmp_path, ba
         assert final.results[layer]["spectral"]["condition_number"] == pytest.approx(np.linalg.cond(w), rel=1e-9)
         assert final.results[layer]["basic_stats"] == periodic.results[layer]["basic_stats"]
     assert final.diff_prev == periodic.diff_prev and final.prev_step == periodic.prev_step == 6
-    # ... and its drift was not fed to the rules a second time.
-    drift = monitor.state_dict()["alert_state"]["drift"]["inp"]
-    assert len(drift) == 7
+    # ... and its drift was not fed to the rules a second time, nor was it counted as another snapshot.
+    alert_state = monitor.state_dict()["alert_state"]
+    assert len(alert_state["drift"]["inp"]) == 7
+    assert alert_state["snapshots"] == 8 == len(records) - 1  # 0..7, the completing record not counted
     steps = [(r["step"], r["kind"]) for r in read_jsonl(tmp_path / "weightscope.jsonl")]
     assert steps[-2:] == [(7, "periodic"), (7, "final")]
 
@@ -342,19 +343,25 @@ def test_analysis_thread_keeps_its_own_torch_thread_count(tmp_path, monkeypatch)
     assert out == [before]
 
 
-def test_resuming_from_an_earlier_step_moves_the_later_history_aside(tmp_path, caplog):
+def _run_keeping_state_at(tmp_path, steps, keep_at):
+    """A monitored run of ``steps`` steps, and its state as a checkpoint at ``keep_at`` holds it."""
     torch.manual_seed(0)
     model = TinyNet()
     kwargs = dict(every_n_steps=2, methods="basic_stats", output_dir=tmp_path, background=False)
     first = WeightMonitor(**kwargs)
     first.start(model, 0)
-    for step in range(1, 7):
+    for step in range(1, steps + 1):
         with torch.no_grad():
             model.mid.weight.mul_(1.01)
         first.step(model, step)
-        if step == 2:
-            state = json.loads(json.dumps(first.state_dict()))  # what a checkpoint at step 2 holds
-    first.close(model, 6)
+        if step == keep_at:
+            state = json.loads(json.dumps(first.state_dict()))
+    first.close(model, steps)
+    return model, kwargs, state
+
+
+def test_resuming_from_an_earlier_step_moves_the_later_history_aside(tmp_path, caplog):
+    model, kwargs, state = _run_keeping_state_at(tmp_path, steps=6, keep_at=2)
     with (tmp_path / "weightscope.jsonl").open("a") as fh:
         fh.write('{"step": 7, "kind": "periodic"')  # a torn last line, as a kill mid-write leaves
     resumed = WeightMonitor(**kwargs)
@@ -468,8 +475,12 @@ def test_a_zero_initialised_layer_trains_without_drift_or_norm_alerts(tmp_path):
 
 
 def test_a_layer_held_at_zero_then_trained_raises_no_drift_spike(tmp_path):
-    _, seen, _ = _train_zero_init(tmp_path, hold_at_zero=4)
+    monitor, seen, _ = _train_zero_init(tmp_path, hold_at_zero=4)
     assert not [a for a in seen if a.layer == "lora_b"], seen
+    drifts = [r.diff_prev["lora_b"]["relative_l2_distance"] for r in monitor.records if r.step > 5]
+    assert len(drifts) == 7 and all(0 < d < math.inf for d in drifts)  # it trained, and was watched
+    # its drift history restarted when it left zero: only the finite drifts since then
+    assert len(monitor.state_dict()["alert_state"]["drift"]["lora_b"]) == 7
 
 
 def test_an_all_zero_layer_is_not_reported_as_ill_conditioned_a_singular_one_is(tmp_path):
@@ -485,3 +496,30 @@ def test_an_all_zero_layer_is_not_reported_as_ill_conditioned_a_singular_one_is(
     base = monitor.records[0].results
     assert base["lora_b"]["spectral"]["condition_number"] == math.inf  # what the scan says, unchanged
     assert [(a.rule, a.layer) for a in seen if a.rule == "condition_number"] == [("condition_number", "lora_a")]
+
+
+def test_a_damaged_history_does_not_stop_a_resume(tmp_path):
+    model, kwargs, state = _run_keeping_state_at(tmp_path, steps=4, keep_at=2)
+    history = tmp_path / "weightscope.jsonl"
+    data = bytearray(history.read_bytes())
+    data[10] = 0xFF  # not UTF-8: the first record is damaged
+    history.write_bytes(bytes(data))
+    resumed = WeightMonitor(**kwargs)
+    resumed.load_state_dict(state)
+    resumed.start(model, 2)  # must not raise
+    resumed.step(model, 3)
+    resumed.close(model, 3)
+    lines = history.read_bytes().splitlines()
+    assert lines[0] == bytes(data).splitlines()[0]  # the damaged line stays where it was
+    assert [json.loads(x)["step"] for x in lines[1:]] == [2, 3]  # 4 moved aside, 3 appended
+    assert [json.loads(x)["step"] for x in (tmp_path / "weightscope.jsonl.superseded").read_bytes().splitlines()] == [4]
+
+
+def test_a_completing_final_record_repeats_no_alert_even_with_a_window_of_one(tmp_path):
+    seen = []
+    monitor = WeightMonitor(every_n_steps=1, methods=["basic_stats", "spectral"], output_dir=tmp_path,
+                            full_scan_every=3, background=False, alert_window=1, on_alert=seen.append)
+    train(monitor, steps=7, fault_at=7)  # an Inf at the last step, whose snapshot is a thinned one
+    assert [(a.rule, a.layer, a.step) for a in seen if a.rule == "nan"] == [("nan", "mid", 7)]
+    final = monitor.records[-1]
+    assert final.kind == "final" and final.summary["layers_alerting"] >= 1

@@ -148,3 +148,28 @@ def test_zero_initialised_layer_ranks_first_and_a_nan_layer_last(cli, tmp_path):
     assert lc["gate"]["relative_l2_distance"] == 0.0 and lc["gate"]["l2_norm_ratio"] == 1.0
     assert lc["w1"]["l2_distance"] is None and lc["w1"]["update_rank_90"] is None and "error" not in lc["w1"]
     assert lc["w1"]["shape"] == [12, 8]
+
+
+def test_csv_has_resized_layers_and_a_bad_rank_by_still_saves(cli, tmp_path):
+    pytest.importorskip("pandas")
+    from scipy.stats import wasserstein_distance
+
+    g = torch.Generator().manual_seed(0)
+    emb, fc = torch.randn(10, 6, generator=g), torch.randn(6, 6, generator=g)
+    grown = torch.cat([emb, torch.randn(2, 6, generator=g)])
+    save_file({"wte.weight": emb, "fc.weight": fc}, str(tmp_path / "a.safetensors"))
+    save_file({"wte.weight": grown, "fc.weight": 1.1 * fc}, str(tmp_path / "b.safetensors"))
+    out = tmp_path / "c.csv"
+    cli("compare", "--model1", tmp_path / "a.safetensors", "--model2", tmp_path / "b.safetensors",
+        "-o", out, "-q", check_rc=0)
+    rows = {r["layer"]: r for r in csv.DictReader(out.open())}
+    assert set(rows) == {"wte", "fc"}
+    assert rows["wte"]["shape_mismatch"] == "True" and rows["fc"]["shape_mismatch"] == "False"
+    want = wasserstein_distance(emb.double().numpy().ravel(), grown.double().numpy().ravel())
+    assert float(rows["wte"]["wasserstein_distance"]) == pytest.approx(want, rel=1e-9)
+    # A --rank-by this comparison lacks fails the report, not the saved file.
+    out2 = tmp_path / "c.json"
+    proc = cli("compare", "--model1", tmp_path / "a.safetensors", "--model2", tmp_path / "b.safetensors",
+               "--rank-by", "update_rank_90", "-o", out2, "-q")
+    assert proc.returncode != 0 and out2.exists()
+    assert json.loads(out2.read_text())["layer_comparisons"]["fc"]["l2_norm_ratio"] == pytest.approx(1.1, rel=1e-6)

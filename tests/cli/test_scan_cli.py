@@ -266,3 +266,14 @@ def test_a_scan_with_layers_has_no_warning(cli, model_file):
     path, _, _ = model_file
     proc = cli("scan", "-m", path, "--methods", "basic_stats", "-q", check_rc=0)
     assert "warning" not in proc.stderr
+
+
+def test_nothing_analysed_counts_tensors_the_source_left_out(tmp_path, monkeypatch, capsys):
+    from weightscope.cli.main import main
+    from weightscope.sources import safetensors_file
+
+    save_file({"a.weight": torch.randn(4, 6).half(), "a.bias": torch.randn(4)}, str(tmp_path / "m.safetensors"))
+    monkeypatch.delitem(safetensors_file.SAFETENSORS_DTYPES, "F16")  # as on a torch without that dtype
+    assert main(["scan", "--model", str(tmp_path / "m.safetensors"), "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert "of 2 tensors, 1 is 1-D" in err and "1 is skipped for other reasons" in err and "filtered" not in err

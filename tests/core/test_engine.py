@@ -170,3 +170,30 @@ def test_thread_counts_of_caller_and_new_threads_are_restored():
         assert fresh_thread_count() == 3
     finally:
         torch.set_num_threads(before)
+
+
+def test_overlapping_scans_on_two_threads_leave_the_default_thread_count_alone():
+    import time
+
+    from weightscope.core import engine
+
+    fresh = lambda: engine._on_new_thread(torch.get_num_threads)  # noqa: E731
+    before = fresh()
+    go = threading.Barrier(2)
+
+    def slow(_):
+        time.sleep(0.2)
+        return 0
+
+    def scan_after(delay):
+        torch.get_num_threads()
+        go.wait()
+        time.sleep(delay)
+        engine.run_tasks([1], slow, parallel=False)
+
+    threads = [threading.Thread(target=scan_after, args=(d,)) for d in (0.0, 0.1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert fresh() == before

@@ -90,10 +90,10 @@ def run(args: argparse.Namespace) -> int:
             revision2=args.revision2,
         )
     elapsed = time.perf_counter() - started
-    render_comparison(comparison, stdout, top=args.top_changes, by=args.rank_by)
-    if args.output:
+    if args.output:  # first: a report that cannot be drawn (a --rank-by this comparison lacks) loses nothing
         path = _save(comparison, args.output)
         stderr.print(f"Comparison written to {path}")
+    render_comparison(comparison, stdout, top=args.top_changes, by=args.rank_by)
     if not args.quiet:
         stderr.print(f"Compared in {elapsed:.1f} s")
     return 0
@@ -104,7 +104,11 @@ def _save(comparison: dict[str, Any], output: str) -> Path:
         return write_json(output, comparison)
     import pandas as pd  # check_output_path made sure it is installed, before comparing
 
-    rows = [{"layer": layer, **metrics} for layer, metrics in comparison["layer_comparisons"].items()]
+    rows = [{"layer": layer, "shape_mismatch": False, **metrics}
+            for layer, metrics in comparison["layer_comparisons"].items()]
+    # Resized layers too (a vocab resize), with their distribution metrics: one row per layer.
+    rows += [{"layer": layer, "shape_mismatch": True, **{k: v for k, v in metrics.items() if k != "spectra"}}
+             for layer, metrics in comparison.get("shape_mismatches", {}).items()]
     return write_table(output, pd.DataFrame(rows) if rows else pd.DataFrame(columns=["layer"]))
 
 

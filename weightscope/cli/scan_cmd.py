@@ -63,7 +63,9 @@ def run(args: argparse.Namespace) -> int:
             progress=bar,
         )
         # Empty tables alone would read as a clean bill of health: say why (the exit code stays 0).
-        empty = why_nothing_analysed(results, len(scope.source.refs()), args) if not results else None
+        # Tensors the source itself left out (an unsupported dtype) are in `skipped` but not in refs().
+        names = {ref.name for ref in scope.source.refs()} | set(results.skipped)
+        empty = why_nothing_analysed(results, len(names), args) if not results else None
     elapsed = time.perf_counter() - started
     render_scan_report(results, stdout, top=args.top_issues)
     if empty:

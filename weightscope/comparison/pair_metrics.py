@@ -42,7 +42,7 @@ def bitwise_equal(a: torch.Tensor, b: torch.Tensor) -> bool:
     return torch.equal(a, b)
 
 
-def _ratio(num: float, den: float, zero_over_zero: float) -> float:
+def norm_ratio(num: float, den: float, zero_over_zero: float) -> float:
     """``num / den`` for finite norms (>= 0): ``zero_over_zero`` for 0/0, inf for x/0 with x > 0."""
     if den > 0:
         return num / den
@@ -155,11 +155,11 @@ def diff_metrics(
         cosine = 1.0 if norm_a == norm_b == 0 else math.nan
     return {
         "l2_distance": dist,
-        "relative_l2_distance": _ratio(dist, norm_a, 0.0),  # ‖B − A‖ = 0: no change
+        "relative_l2_distance": norm_ratio(dist, norm_a, 0.0),  # ‖B − A‖ = 0: no change
         "cosine_similarity": cosine,
         "mean_diff": mom_b.mean - mom_a.mean,
         "std_diff": mom_b.std - mom_a.std,
-        "l2_norm_ratio": _ratio(norm_b, norm_a, 1.0),  # both zero: same norm
+        "l2_norm_ratio": norm_ratio(norm_b, norm_a, 1.0),  # both zero: same norm
         "max_abs_diff": float(max_abs),
         "significant_change_percentage": 100.0 * significant / n if n else 0.0,
         **norms,

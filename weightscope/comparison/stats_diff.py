@@ -45,6 +45,8 @@ def _combine(v1: float | None, v2: float | None, how: str) -> float | None:
         return None
     if how == "diff":
         return v2 - v1 if not (math.isinf(v1) and v1 == v2) else 0.0
+    if v1 == v2:
+        return 1.0  # inf/inf (singular on both sides) and 0/0 included: no change
     if v1 == 0:
         return 1.0 if v2 == 0 else (math.inf if v2 > 0 else math.nan)
     return v2 / v1

@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from .matching import normalize_name
+from .pair_metrics import norm_ratio
 from .ranking import layer_score, score_metric
 
 
@@ -30,13 +31,6 @@ def _num(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
     return float(value)
-
-
-def _ratio(num: float, den: float, zero_over_zero: float) -> float:
-    """As for one layer (see :func:`weightscope.comparison.diff_metrics`): x/0 is inf, 0/0 ``zero_over_zero``."""
-    if den > 0:
-        return num / den
-    return zero_over_zero if num == 0 else math.inf
 
 
 class _Totals:
@@ -81,7 +75,7 @@ class _Totals:
             dist = rel = cos = math.nan
         elif tensors:
             dist = math.sqrt(self.dd)
-            rel = _ratio(dist, math.sqrt(self.aa), 0.0)
+            rel = norm_ratio(dist, math.sqrt(self.aa), 0.0)
             na, nb = math.sqrt(self.aa), math.sqrt(self.bb)
             if self.changed == 0:
                 cos = 1.0  # every layer bit-identical: exactly, as each layer's own cosine is

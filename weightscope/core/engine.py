@@ -75,18 +75,33 @@ def _use_analysis_threads() -> None:
     torch.set_num_threads(ANALYSIS_THREADS)
 
 
+# The process-wide default is shared by every scan in flight (a monitor's analysis thread and a
+# user's scan, say): it is saved when the first one starts and put back when the last one ends,
+# or overlapping scans would restore each other's temporary value.
+_default_lock = threading.Lock()
+_default_users = 0
+_default_saved: int | None = None
+
+
 @contextmanager
 def _threads_restored():
     """Restore, on exit, the calling thread's torch thread count and the process-wide default
     that threads created later start with (``torch.set_num_threads`` on any thread sets both)."""
+    global _default_users, _default_saved
     before = torch.get_num_threads()
-    default = _on_new_thread(torch.get_num_threads)  # a fresh thread reads the default, changing nothing
+    with _default_lock:
+        if _default_users == 0:  # a fresh thread reads the default, changing nothing
+            _default_saved = _on_new_thread(torch.get_num_threads)
+        _default_users += 1
     try:
         yield
     finally:
         torch.set_num_threads(before)
-        if default != before:  # e.g. a monitor's 1-thread analysis thread in a 2-thread process
-            _on_new_thread(lambda: torch.set_num_threads(default))
+        with _default_lock:
+            _default_users -= 1
+            saved = _default_saved
+            if _default_users == 0 and saved is not None and _on_new_thread(torch.get_num_threads) != saved:
+                _on_new_thread(lambda: torch.set_num_threads(saved))
 
 
 def run_tasks(

@@ -36,10 +36,11 @@ class ScanResults(dict):
     reason) and ``stored_dtypes`` (layer -> the dtype it is stored in, e.g.
     ``"bfloat16"``, whatever the methods).
 
-    Results returned by :meth:`Scope.scan <weightscope.Scope.scan>` also keep
-    a private handle on what was scanned (weak references and a fingerprint:
-    never tensors), so that a comparison can read the tensors again while they
-    are unchanged (see :func:`weightscope.compare`). The handle is not saved:
+    Results returned by :meth:`Scope.scan <weightscope.Scope.scan>` of a file
+    or folder also keep a private handle on it (a weak reference and a
+    fingerprint: never tensors), so that a comparison can read the tensors
+    again while the files are unchanged (see :func:`weightscope.compare`);
+    results of in-memory models do not (their tensors change in place). The handle is not saved:
     results read back from JSON (:meth:`load`, :meth:`from_json_dict`), from a
     pickle or from a copy compare from their stats only. :meth:`forget_source`
     drops it by hand.

@@ -5,23 +5,22 @@ from __future__ import annotations
 import logging
 import os
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from ..checks import positive_int, regex
 from ..errors import ConfigError, SourceError
 from ..sources import (
     FolderSource,
-    MemorySource,
     SafetensorsFileSource,
     TensorSource,
     TorchPickleSource,
     open_source,
     resolve_weight_files,
 )
-from ..sources._state_dict import flatten_tensors, select_state_dict
 from .device import resolve_device
 from .engine import Progress, scan_source
 from .results import ScanResults
@@ -45,19 +44,12 @@ def _files_fingerprint(path: Path) -> tuple[Any, ...]:
     return tuple(out)
 
 
-def _tensor_signature(t: torch.Tensor) -> tuple[Any, ...]:
-    # _version counts in-place writes (optimizer steps, copy_, load_state_dict), and detached
-    # views share it with their parameter; data_ptr changes when ``.data`` is replaced.
-    ptr = 0 if t.is_meta or t.layout != torch.strided else t.data_ptr()
-    return (tuple(t.shape), t.dtype, str(t.device), ptr, t._version)
-
-
 def _is_open(source: TensorSource) -> bool:
     if isinstance(source, FolderSource):
         return all(_is_open(s) for s in source._sources)
     if isinstance(source, SafetensorsFileSource):
         return source._handle is not None
-    if isinstance(source, (TorchPickleSource, MemorySource)):
+    if isinstance(source, TorchPickleSource):
         return source._tensors is not None
     return True  # another TensorSource: it says nothing, so it is trusted while it lives
 
@@ -75,7 +67,6 @@ def check_engine_args(
 
     ``methods`` names are checked later (UnknownMethodError); here only its type.
     """
-    from ..monitor.config import _positive_int, _regex  # the monitor's own checks: one wording
 
     if methods is not None and not isinstance(methods, str) and (
         not isinstance(methods, (list, tuple, set, frozenset)) or not all(isinstance(m, str) for m in methods)
@@ -85,9 +76,9 @@ def check_engine_args(
         if not isinstance(value, bool):
             raise ConfigError(f"{name} must be True or False, got {value!r}")
     if num_workers is not None:
-        _positive_int("num_workers", num_workers)
-    _regex("layers", layers)
-    _regex("exclude", exclude)
+        positive_int("num_workers", num_workers)
+    regex("layers", layers)
+    regex("exclude", exclude)
 
 
 def _check_revision(revision: Any) -> None:
@@ -101,37 +92,30 @@ def _require_open(scope: Scope) -> None:
 
 
 class SourceHandle:
-    """How the results of a live scan can read the scanned tensors again: never the tensors themselves.
+    """How the results of a live scan of a file or folder can read its tensors again: never the
+    tensors themselves.
 
     Kept (privately) by the :class:`ScanResults` that :meth:`Scope.scan` returns; a comparison
     calls :meth:`open`. It holds a weak reference to the source the scan read (used while it is
-    open), what reopens it when that is closed or gone (the path of a file or folder; weak
-    references to the tensors of an ``nn.Module`` or state dict), and a fingerprint of what was
-    scanned: ``(device, inode, size, mtime)`` of every file read; shape, dtype, address and
-    in-place version counter of every in-memory tensor; names, shapes and dtypes for any other
-    ``TensorSource``. Once it fails it stays failed (``stale`` says why).
+    open), the path that reopens it, and a fingerprint of what was scanned: ``(device, inode,
+    size, mtime)`` of every file read. In-memory sources (an ``nn.Module``, a state dict) get no
+    handle: nothing reliable tells that their tensors were not changed in place since (a fused
+    optimizer step does not even bump a tensor's version counter), and reading the trained
+    weights against the stats of the untrained ones would report "no change". Once it fails it
+    stays failed (``stale`` says why).
     """
 
-    def __init__(self, source: TensorSource, description: str, fingerprint: Any,
-                 originals: Mapping[str, weakref.ref] | None) -> None:
+    def __init__(self, source: TensorSource, description: str, fingerprint: Any) -> None:
         self.description = description
         self.fingerprint = fingerprint
-        self.path: Path | None = source.path if isinstance(source, _FILE_SOURCES) else None
+        self.path: Path = source.path
         self._source = weakref.ref(source)
-        self._originals = originals
         self.stale: str | None = None
         self.warned = False  # the comparator warns once per handle
 
     @staticmethod
-    def fingerprint_of(source: TensorSource, path: Path | None) -> Any:
-        if path is not None:
-            return ("files", _files_fingerprint(path))
-        if isinstance(source, MemorySource):
-            tensors = source._tensors
-            if tensors is None:
-                raise SourceError(f"{source.description}: source is closed")
-            return ("memory", tuple((n, *_tensor_signature(t)) for n, t in tensors.items()))
-        return ("refs", tuple((r.name, tuple(r.shape), str(r.dtype)) for r in source.refs()))
+    def fingerprint_of(path: Path) -> Any:
+        return _files_fingerprint(path)
 
     def open(self) -> tuple[TensorSource, bool]:
         """``(source, owned)`` holding the scanned tensors, unchanged; SourceError saying why not.
@@ -146,7 +130,7 @@ class SourceHandle:
             self.stale = f"cannot read {self.description} again ({exc})"
             raise SourceError(self.stale) from None
         try:
-            now = self.fingerprint_of(source, self.path)
+            now = self.fingerprint_of(self.path)
         except (SourceError, OSError) as exc:
             now, why = None, str(exc)
         else:
@@ -162,36 +146,20 @@ class SourceHandle:
         live = self._source()
         if live is not None and _is_open(live):
             return live, False
-        if self.path is not None:
-            if not self.path.exists():
-                raise SourceError(f"{self.path} no longer exists")
-            return open_source(self.path), True
-        if self._originals is not None:
-            tensors = {n: r() for n, r in self._originals.items()}
-            gone = [n for n, t in tensors.items() if t is None]
-            if gone:
-                raise SourceError(f"its tensors were freed ({gone[0]!r}{' and more' if len(gone) > 1 else ''})")
-            return MemorySource(tensors, self.description), True  # type: ignore[arg-type]
-        raise SourceError("the source was closed or garbage-collected")
+        if not self.path.exists():
+            raise SourceError(f"{self.path} no longer exists")
+        return open_source(self.path), True
 
     def _what_changed(self, now: Any) -> str | None:
         if now == self.fingerprint:
             return None
-        kind, before = self.fingerprint
-        if kind == "files":
-            files_before = {f[0]: f for f in before}
-            files_now = {f[0]: f for f in now[1]}
-            if set(files_before) != set(files_now):
-                return "its set of weight files differs"
-            name = next(f for f in files_now if files_now[f] != files_before[f])
-            where = "" if len(files_now) == 1 else f"{name}: "
-            return f"{where}size, modification time or inode differs"
-        sig_before = {entry[0]: entry for entry in before}
-        sig_now = {entry[0]: entry for entry in now[1]}
-        if set(sig_before) != set(sig_now):
-            return "its tensor names differ"
-        name = next(n for n in sig_now if sig_now[n] != sig_before[n])
-        return f"tensor {name!r} was modified or replaced"
+        files_before = {f[0]: f for f in self.fingerprint}
+        files_now = {f[0]: f for f in now}
+        if set(files_before) != set(files_now):
+            return "its set of weight files differs"
+        name = next(f for f in files_now if files_now[f] != files_before[f])
+        where = "" if len(files_now) == 1 else f"{name}: "
+        return f"{where}size, modification time or inode differs"
 
 
 class Scope:
@@ -215,39 +183,30 @@ class Scope:
         self.source: TensorSource = source if isinstance(source, TensorSource) else open_source(source, revision=revision)
         self.name = self.source.description
         self.last_results: ScanResults | None = None
-        self._originals: dict[str, weakref.ref] | None = None
-        self._opened_fingerprint: Any = None
-        try:
-            self._remember_origin(source)
-        except Exception as exc:  # best effort: results without a handle compare from their stats
-            log.debug("%s: results of this scope will not re-read it: %s", self.name, exc)
+        self._opened_fingerprint: Any = None  # the files as opened, for the re-read handle of results
+        if self._file_path() is not None:
+            try:
+                self._opened_fingerprint = SourceHandle.fingerprint_of(self._file_path())
+            except OSError as exc:  # best effort: results without a handle compare from their stats
+                log.debug("%s: results of this scope will not re-read it: %s", self.name, exc)
 
-    def _remember_origin(self, obj: Any) -> None:
-        """What lets results re-read this source later: weak references and a fingerprint at open time."""
-        if isinstance(self.source, MemorySource):
-            if isinstance(obj, torch.nn.Module):
-                originals = obj.state_dict(keep_vars=True)
-            elif isinstance(obj, Mapping):
-                originals = flatten_tensors(select_state_dict(obj))
-            else:  # a MemorySource passed as is: its own tensors, alive while it is
-                originals = self.source._tensors or {}
-            # The user's objects, not the detached views, so a closed scope does not end them.
-            self._originals = {n: weakref.ref(t) for n, t in originals.items()}
-        elif isinstance(self.source, _FILE_SOURCES) and self.source.path is not None:
-            self._opened_fingerprint = SourceHandle.fingerprint_of(self.source, self.source.path)
+    def _file_path(self) -> Path | None:
+        return self.source.path if isinstance(self.source, _FILE_SOURCES) else None
 
     def _handle(self, before: Any) -> SourceHandle | None:
-        """A handle on what the scan just read, if it was the same before and after."""
+        """A handle on the files the scan just read, if they were the same before and after."""
+        path = self._file_path()
+        if path is None or before is None:
+            return None
         try:
-            path = self.source.path if isinstance(self.source, _FILE_SOURCES) else None
-            after = SourceHandle.fingerprint_of(self.source, path)
-        except Exception as exc:
+            after = SourceHandle.fingerprint_of(path)
+        except OSError as exc:
             log.debug("%s: no re-read handle: %s", self.name, exc)
             return None
-        if before is None or after != before:
+        if after != before:
             log.info("%s changed while it was scanned: comparisons will use the saved stats", self.name)
             return None
-        return SourceHandle(self.source, self.name, after, self._originals)
+        return SourceHandle(self.source, self.name, after)
 
     def scan(
         self,
@@ -271,12 +230,6 @@ class Scope:
                           exclude=exclude, include_vectors=include_vectors)
         _require_open(self)
         before = self._opened_fingerprint
-        if before is None:
-            try:
-                path = self.source.path if isinstance(self.source, _FILE_SOURCES) else None
-                before = SourceHandle.fingerprint_of(self.source, path)
-            except Exception:
-                before = None
         results = scan_source(
             self.source,
             methods,

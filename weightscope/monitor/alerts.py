@@ -371,17 +371,22 @@ def evaluate_alerts(
     *,
     frozen: Iterable[str] = (),
     dedup_snapshots: int = DEFAULT_DEDUP_SNAPSHOTS,
+    completes: bool = False,
 ) -> list[Alert]:
     """Run ``rules`` on one snapshot; update ``state`` in place; return the alerts not de-duplicated away.
 
     ``frozen``: layers with ``requires_grad=False`` (unknown after the fact: pass nothing).
     A snapshot scanned with fewer methods (say, basic statistics only) leaves
-    the remembered values of the missing methods alone.
+    the remembered values of the missing methods alone. ``completes``: more
+    methods on the snapshot evaluated last (same step): it does not count as
+    another snapshot, repeats of its alerts are de-duplicated, and the layers
+    alerting are both evaluations' together.
     """
     rules = list(rules)
     ctx = SnapshotNumbers(step, results, diff_prev, diff_base, frozenset(frozen), state)
     out: list[Alert] = []
-    index = state.snapshots
+    completing = completes and state.snapshots > 0
+    index = state.snapshots - 1 if completing else state.snapshots
     active: list[str] = []
     for rule in rules:
         fn = DEFAULT_RULES[rule.name][0]
@@ -394,8 +399,11 @@ def evaluate_alerts(
             state.fired[key] = index
             out.append(alert)
     _remember(ctx, rules)
-    state.active = active
-    state.snapshots += 1
+    if completing:
+        state.active = [*state.active, *(key for key in active if key not in state.active)]
+    else:
+        state.active = active
+        state.snapshots += 1
     return out
 
 

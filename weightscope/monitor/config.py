@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from ..analyzers import resolve_methods
+from ..checks import positive_int, regex
 from ..core.device import resolve_device
 from ..errors import ConfigError, WeightScopeError
 from .alerts import DEFAULT_DEDUP_SNAPSHOTS, DEFAULT_RULES, Rule, resolve_rules
@@ -26,24 +27,6 @@ SINK_KINDS = ("tensorboard", "wandb", "jsonl")
 #: 1 %: training that keeps every core busy is slowed by about 1 % by them (each CPU second of
 #: analysis then costs it a wall second); with 8 idle cores, 0.08 s of analysis per second.
 DEFAULT_ANALYSIS_BUDGET = 0.01
-
-
-def _positive_int(name: str, value: Any, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return value
-
-
-def _regex(name: str, value: Any) -> str | None:
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise ConfigError(f"{name} must be a regular expression string or None, got {type(value).__name__}")
-    try:
-        re.compile(value)
-    except re.error as exc:
-        raise ConfigError(f"invalid {name} regex {value!r}: {exc}") from exc
-    return value
 
 
 #: The sink strings :func:`parse_sink` accepts, as the error messages show them.
@@ -181,25 +164,25 @@ class MonitorConfig:
         if sinks is not None and not isinstance(sinks, Iterable):
             raise ConfigError(f"sinks must be a list of sink strings or objects, got {type(sinks).__name__}")
         return cls(
-            every_n_steps=_positive_int("every_n_steps", every_n_steps),
+            every_n_steps=positive_int("every_n_steps", every_n_steps),
             methods=chosen,
-            layers=_regex("layers", layers),
-            exclude=_regex("exclude", exclude),
+            layers=regex("layers", layers),
+            exclude=regex("exclude", exclude),
             rules=rules,
             log_histograms=log_histograms,
             background=background,
-            max_pending=_positive_int("max_pending", max_pending),
+            max_pending=positive_int("max_pending", max_pending),
             device=dev,
-            num_workers=1 if num_workers is None else _positive_int("num_workers", num_workers),
+            num_workers=1 if num_workers is None else positive_int("num_workers", num_workers),
             distributed=distributed,
             stop_on=stops,
             on_alert=on_alert,
             full_scan_every=full_scan_every,
             analysis_budget=float(analysis_budget),
-            alert_window=_positive_int("alert_window", alert_window),
-            histogram_bins=_positive_int("histogram_bins", histogram_bins, 2),
+            alert_window=positive_int("alert_window", alert_window),
+            histogram_bins=positive_int("histogram_bins", histogram_bins, 2),
             save_baseline=save_baseline,
-            analysis_threads=_positive_int("analysis_threads", analysis_threads),
+            analysis_threads=positive_int("analysis_threads", analysis_threads),
             priority=priority,
             sinks=tuple(parse_sink(x) for x in (sinks or ())),
         )

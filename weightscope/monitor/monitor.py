@@ -289,7 +289,7 @@ class WeightMonitor:
             if isinstance(sink, JsonlSink):
                 try:
                     moved = sink.rewind(step)
-                except OSError as exc:
+                except Exception as exc:  # a damaged history must not stop training
                     self._once.warn("rewind", "weightscope: could not rewind %s to step %d: %s", sink.path, step, exc)
                     continue
                 if moved:
@@ -602,7 +602,7 @@ class WeightMonitor:
         diff_prev, diff_base, frozen = ({}, {}, []) if job.completes else (a.diff_prev, a.diff_base, a.frozen)
         with self._state_lock:
             alerts = evaluate_alerts(a.step, a.results, diff_prev, diff_base, self._alert_state, cfg.rules,
-                                     frozen=frozen, dedup_snapshots=cfg.alert_window)
+                                     frozen=frozen, dedup_snapshots=cfg.alert_window, completes=job.completes)
             layers_alerting = self._alert_state.layers_alerting
         summary = summarize(a.results, a.diff_prev, a.diff_base, alerts, layers_alerting)
         self.stats.analysis_s.append(a.seconds)

@@ -56,29 +56,32 @@ class JsonlSink:
         Training resumed from a checkpoint at ``step`` replaces what the history
         holds beyond it (as TensorBoard drops orphaned events on such a restart);
         the replaced records are kept aside, appended to the superseded file.
+        Lines are handled as bytes: one that is not a UTF-8 JSON record stays in place.
         """
         if self._fh is None:
             raise WeightScopeError(f"{self.path}: JSONL history is closed")
         self._fh.flush()
-        keep: list[str] = []
-        moved: list[str] = []
-        for line in self.path.read_text(encoding="utf-8").splitlines(keepends=True):
+        keep: list[bytes] = []
+        moved: list[bytes] = []
+        for line in self.path.read_bytes().splitlines(keepends=True):
             try:
                 rec_step = json.loads(line).get("step")
-            except (json.JSONDecodeError, AttributeError):
+            except (ValueError, AttributeError):  # JSON and UTF-8 errors are ValueErrors
                 keep.append(line)  # not a record: a header or a line of the user's, left in place
                 continue
             later = isinstance(rec_step, int) and not isinstance(rec_step, bool) and rec_step > step
             (moved if later else keep).append(line)
         if not moved:
             return 0
-        with self.superseded_path.open("a", encoding="utf-8") as fh:
-            fh.writelines(moved)
         tmp = self.path.with_name(f".{self.path.name}.tmp")
-        tmp.write_text("".join(keep), encoding="utf-8")
+        tmp.write_bytes(b"".join(keep))
         self._fh.close()
-        os.replace(tmp, self.path)
-        self._fh = self.path.open("a", encoding="utf-8")
+        try:
+            os.replace(tmp, self.path)
+        finally:  # the history stays writable whatever happened
+            self._fh = self.path.open("a", encoding="utf-8")
+        with self.superseded_path.open("ab") as fh:  # only once they are out of the history
+            fh.writelines(moved)
         return len(moved)
 
     def write(self, record: Any) -> None:
