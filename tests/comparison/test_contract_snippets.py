@@ -239,3 +239,22 @@ def test_scenario_3_loop_on_a_comparison_from_saved_stats(models):
         l2_ratio = metrics["l2_norm_ratio"]
         if 0.99 < l2_ratio < 1.01:
             pass
+
+
+def test_stats_mode_says_which_methods_the_saved_scans_lack(tmp_path, caplog):
+    import logging
+
+    import weightscope
+
+    g = torch.Generator().manual_seed(0)
+    a = {"fc.weight": torch.randn(8, 6, generator=g).bfloat16()}
+    b = {"fc.weight": (1.1 * a["fc.weight"].float()).bfloat16()}
+    sa = weightscope.scan(a, methods="spectral", parallel=False).save(tmp_path / "a.json")
+    sb = weightscope.scan(b, methods="spectral", parallel=False).save(tmp_path / "b.json")
+    with caplog.at_level(logging.WARNING, logger="weightscope"):
+        c = weightscope.compare(str(sa), str(sb), methods=["spectral", "esd"], parallel=False)
+    said = [r.getMessage() for r in caplog.records if "saved stats without" in r.getMessage()]
+    assert len(said) == 2 and all("without esd:" in m for m in said)
+    entry = c["layer_comparisons"]["fc"]
+    assert entry["alpha_diff"] is None and entry["dtype1"] == entry["dtype2"] == "bfloat16"
+    assert entry["max_singular_value_ratio"] == pytest.approx(1.1, rel=1e-2)

@@ -121,7 +121,17 @@ class _Side:
         if key in self.refs:
             return str(self.refs[key].dtype).removeprefix("torch.")
         dtype = ((self.results or {}).get(key, {}).get("basic_stats") or {}).get("dtype")
+        if not isinstance(dtype, str):  # a scan without basic_stats still records it
+            dtype = getattr(self.results, "stored_dtypes", {}).get(key)
         return dtype if isinstance(dtype, str) else None
+
+    def methods_lacking(self, methods: list[str]) -> list[str]:
+        """Of ``methods``, those this side's saved stats do not hold (stats mode only)."""
+        if self.source is not None or not self.results:
+            return []
+        have = set(getattr(self.results, "methods", None) or ())
+        have = have or {m for layer in self.results.values() if isinstance(layer, dict) for m in layer}
+        return [m for m in methods if m not in have]
 
     def prepare_reuse(self, methods: list[str]) -> None:
         """Saved stats (of a re-read live scan) that cover ``methods`` without errors: not analysed again."""
@@ -539,6 +549,12 @@ def _assemble(
             computed2[task.name2] = out.stats2
     stats1, stats2 = _side_stats(side1, computed1), _side_stats(side2, computed2)
 
+    for side, which in ((side1, "model 1"), (side2, "model 2")):
+        lacking = side.methods_lacking(methods)
+        if lacking:  # else their metrics would be None without a word
+            log.warning("%s (%s) is saved stats without %s: those comparison metrics are None (scan it with "
+                        "--methods %s, or compare its weights)", which, side.description, ", ".join(lacking),
+                        " ".join(methods))
     layer_comparisons: dict[str, Any] = {}
     shape_mismatches: dict[str, Any] = {}
     for n1, n2 in matching.pairs:
