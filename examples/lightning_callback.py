@@ -61,7 +61,8 @@ def main() -> None:
         print(f"ALERT [{alert.level}] step {alert.step}: {alert.message}")
     s = monitor.stats
     print(f"{s.snapshots} snapshots taken, {s.skipped} skipped while analysis was behind (see max_pending), "
-          f"{len(monitor.alerts)} alerts; loop blocked {1e3 * s.mean_blocking_s:.2f} ms per snapshot")
+          f"{len(monitor.alerts)} alert{'' if len(monitor.alerts) == 1 else 's'}; "
+          f"loop blocked {1e3 * s.mean_blocking_s:.2f} ms per snapshot")
     print(f"history: {monitor.output_dir / 'weightscope.jsonl'}\nlook at it: tensorboard --logdir {out / 'tensorboard'}")
 
 
