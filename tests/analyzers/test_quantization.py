@@ -138,3 +138,14 @@ def test_fences_rounded_to_float32_keep_strict_comparisons_exact(v):
     lo, hi = at_least(v, torch.float32), at_most(v, torch.float32)
     assert ((x < lo).numpy() == (near.astype(np.float64) < v)).all()
     assert ((x > hi).numpy() == (near.astype(np.float64) > v)).all()
+
+
+def test_a_tensor_with_nan_or_inf_is_not_recommended_for_any_format(rng, run):
+    a = rng.normal(0, 0.02, size=(64, 48))
+    clean = run("quantization", a)
+    assert clean["recommendation"] == "int8"
+    a[5, 7] = np.inf
+    got = run("quantization", a)
+    assert got["recommendation"] == "fix_nonfinite"
+    finite = a[np.isfinite(a)]
+    assert got["abs_max"] == pytest.approx(np.abs(finite).max())  # the numbers are still the finite values'

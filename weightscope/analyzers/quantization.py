@@ -18,7 +18,8 @@ Conventions:
   SQNR is inf when the simulation is lossless and None when there is no
   signal (all zeros).
 - ``recommendation``: "int8" when extreme outliers <= 1 %, "keep_fp16" up to
-  5 %, "per_channel_or_smoothquant" above.
+  5 %, "per_channel_or_smoothquant" above; "fix_nonfinite" when the tensor
+  holds NaN/Inf (its finite values may look fine, but no format keeps it).
 """
 
 from __future__ import annotations
@@ -76,10 +77,14 @@ def analyze(view: TensorView) -> dict[str, Any]:
         "cosine_similarity": _cosine(acc["dot"], signal, acc["qq"]),
         "sqnr_db_per_channel": _sqnr(signal, acc["err_channel"]),
         "sqnr_db_int4_g128": _sqnr(signal, acc["err_int4"]),
-        "recommendation": (
-            "int8" if extreme_pct <= 1.0 else "keep_fp16" if extreme_pct <= 5.0 else "per_channel_or_smoothquant"
-        ),
+        "recommendation": _recommend(extreme_pct, view.has_nonfinite),
     }
+
+
+def _recommend(extreme_pct: float, has_nonfinite: bool) -> str:
+    if has_nonfinite:
+        return "fix_nonfinite"
+    return "int8" if extreme_pct <= 1.0 else "keep_fp16" if extreme_pct <= 5.0 else "per_channel_or_smoothquant"
 
 
 def _simulate(view: TensorView, fences: tuple[float, ...], scale: float) -> dict[str, float]:
