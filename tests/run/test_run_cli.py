@@ -109,3 +109,13 @@ def test_sharded_model_missing_a_shard_is_the_models_error_not_a_run(sharded_mod
     assert main(["scan", "--model", str(broken), "--last", "2", "--quiet"]) == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "holds one sharded model" in err and "model-00003-of-00007" in err
+
+
+def test_a_run_scan_that_analyses_nothing_says_why(hf_run, tmp_path, capsys):
+    run = copy_run(hf_run, tmp_path / "run")
+    assert main(["scan", "--model", str(run), "--methods", "basic_stats", "--layers", "^nomatch",
+                 "--no-cache", "--quiet"]) == 0
+    err = capsys.readouterr().err
+    said = [line for line in err.splitlines() if "warning" in line]
+    assert said == ["weightscope: warning: nothing analysed in 3 checkpoints: every tensor is filtered out by "
+                    "--layers '^nomatch'"], err

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ..errors import ConfigError
@@ -143,6 +144,9 @@ def run_folder(args: argparse.Namespace) -> int:
         bar.close()
     elapsed = time.perf_counter() - started
     render_run_report(traj, stdout, top=args.top_issues)
+    if len(traj) and not traj.layers:
+        stderr.print(f"[yellow]weightscope: warning: {escape(_nothing_in_run(traj, args))}", soft_wrap=True,
+                     highlight=False)
     # Results first: a sink that fails to open must not cost them.
     if args.output:
         path = traj.save(args.output)
@@ -160,3 +164,14 @@ def run_folder(args: argparse.Namespace) -> int:
         stderr.print(f"{len(traj)} checkpoints in {elapsed:.1f} s ({len(traj.scanned)} scanned, "
                      f"{traj.compared} comparisons)")
     return 0
+
+
+def _nothing_in_run(traj: Any, args: argparse.Namespace) -> str:
+    """Why a run's scans analysed no layer at all, from the last checkpoint's skipped tensors."""
+    from .scan_cmd import filters_named, skip_reasons
+
+    reasons = skip_reasons(traj[traj.steps[-1]].skipped)
+    if args.layers is not None or args.exclude is not None:
+        reasons.append(f"{'the others are' if reasons else 'every tensor is'} filtered out by {filters_named(args)}")
+    return (f"nothing analysed in {len(traj)} checkpoint{'s' if len(traj) != 1 else ''}: "
+            + ("; ".join(reasons) or "they hold no floating-point matrices"))

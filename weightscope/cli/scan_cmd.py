@@ -82,15 +82,15 @@ def why_nothing_analysed(results: ScanResults, total: int, args: argparse.Namesp
     """One line on why a scan of ``total`` tensors analysed none, with what to do about it."""
     if total == 0:
         return "nothing analysed: the checkpoint holds no tensors"
-    reasons = _skip_reasons(results.skipped)
+    reasons = skip_reasons(results.skipped)
     # The layer regexes run before any other check, so what they drop is not in `skipped`.
     filtered = total - len(results.skipped)
     if filtered:
-        reasons.append(f"{_are(filtered)} filtered out by {_filters(args)}")
+        reasons.append(f"{_are(filtered)} filtered out by {filters_named(args)}")
     return f"nothing analysed: of {total} tensor{'s' if total != 1 else ''}, " + "; ".join(reasons)
 
 
-def _skip_reasons(skipped: dict[str, str]) -> list[str]:
+def skip_reasons(skipped: dict[str, str]) -> list[str]:
     vectors = sum(reason.startswith("vector") for reason in skipped.values())
     non_float = sum(reason.startswith("non-floating") for reason in skipped.values())
     other = len(skipped) - vectors - non_float
@@ -108,7 +108,7 @@ def _are(n: int) -> str:
     return f"{n} is" if n == 1 else f"{n} are"
 
 
-def _filters(args: argparse.Namespace) -> str:
+def filters_named(args: argparse.Namespace) -> str:
     named = [f"{flag} {pattern!r}" for flag, pattern in (("--layers", args.layers), ("--exclude", args.exclude))
              if pattern is not None]
     return " and ".join(named) or "the layer filters"
