@@ -90,7 +90,9 @@ def main() -> None:
             mon.step(model, step)
         mon.close()
         lines = [ln for f in (out_dir / "monitor").rglob("*.jsonl") for ln in f.read_text().splitlines()]
-        report["monitor"] = f"ok: {len(lines)} snapshot lines, stats {getattr(mon, 'stats', None)}"
+        report["monitor"] = f"{len(lines)} snapshot lines (want 3), stats {getattr(mon, 'stats', None)}"
+        if len(lines) != 3:
+            report["monitor_error"] = f"{len(lines)} records for 3 snapshots"
     except Exception as exc:
         report["monitor_error"] = repr(exc)
     text = json.dumps(report, indent=1, default=str)
@@ -98,6 +100,9 @@ def main() -> None:
     (out_dir / "gpu_check.json").write_text(text)
     bad = {k: v for k, v in worst.items() if v > 1e-3}
     print("metrics differing by more than 1e-3 relative:", bad or "none")
+    failed = [k for k in report if k.endswith("_error")]
+    if bad or failed:  # a check a script runs must be able to fail
+        sys.exit(f"gpu_check failed: {', '.join(failed + sorted(bad))}")
 
 
 if __name__ == "__main__":

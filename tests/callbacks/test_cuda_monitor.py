@@ -45,3 +45,37 @@ def test_records_of_a_cuda_model_equal_a_direct_scan_of_its_weights(tmp_path, de
                 assert rec.results[layer][method][stat] == pytest.approx(res[method][stat], rel=1e-7)
     assert monitor.stats.snapshots == 4 and max(monitor.stats.blocking_s) < 1.0
     assert monitor.stats.start_wait_s == 0.0  # GPU weights: the baseline went to the analysis thread
+
+
+def _race(tmp_path, model_device: str, target: str) -> dict[int, float]:
+    """Each step writes its number into the weights, queues a long kernel ahead of the snapshot's
+    copy, then overwrites the weights (stream-ordered after the copy) without a host sync: a
+    snapshot must see exactly its step's value, never the overwrite or a stale buffer."""
+    lin = torch.nn.Linear(2048, 2048, bias=False).to(model_device)
+    monitor = WeightMonitor(every_n_steps=1, methods="basic_stats", device=target, output_dir=tmp_path,
+                            max_pending=16, log_histograms=True)
+    monitor.keep_records = 16
+    with torch.no_grad():
+        lin.weight.zero_()
+    monitor.start(lin, 0)
+    for step in range(1, 6):
+        with torch.no_grad():
+            lin.weight.fill_(float(step))
+        with torch.cuda.device(lin.weight.device):
+            torch.cuda._sleep(100_000_000)
+        monitor.step(lin, step)
+        with torch.no_grad():
+            lin.weight.fill_(-999.0)
+    monitor.close()
+    return {r.step: r.results["weight"]["basic_stats"]["mean"] for r in monitor.records}
+
+
+@pytest.mark.parametrize("target", ["cpu", "cuda"])
+def test_snapshot_copies_are_complete_before_analysis_reads_them(tmp_path, target):
+    assert _race(tmp_path, "cuda:0", target) == {s: float(s) for s in range(6)}
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices")
+def test_a_model_on_another_device_than_the_current_one_is_waited_for(tmp_path):
+    torch.cuda.set_device(0)
+    assert _race(tmp_path, "cuda:1", "cpu") == {s: float(s) for s in range(6)}

@@ -523,3 +523,19 @@ def test_a_completing_final_record_repeats_no_alert_even_with_a_window_of_one(tm
     assert [(a.rule, a.layer, a.step) for a in seen if a.rule == "nan"] == [("nan", "mid", 7)]
     final = monitor.records[-1]
     assert final.kind == "final" and final.summary["layers_alerting"] >= 1
+
+
+def test_a_failing_histogram_costs_the_snapshot_nothing_else(tmp_path, monkeypatch, caplog):
+    import weightscope.monitor.monitor as mon
+
+    def no_histogram(tensor, bins=64):  # as torch.histogram on CUDA: no kernel
+        raise NotImplementedError("histogram: no CUDA kernel")
+
+    monkeypatch.setattr(mon, "histogram_summary", no_histogram)
+    monitor = WeightMonitor(every_n_steps=2, methods="basic_stats", log_histograms=True, background=False,
+                            output_dir=tmp_path)
+    with caplog.at_level(logging.WARNING, logger="weightscope"):
+        train(monitor, steps=4)
+    steps = [(r["step"], bool(r["diff_prev"])) for r in read_jsonl(tmp_path / "weightscope.jsonl")]
+    assert steps == [(0, False), (2, True), (4, True)]
+    assert sum("histograms failed" in r.getMessage() for r in caplog.records) == 1

@@ -65,8 +65,11 @@ def diff_layers(
 
 
 def histogram_summary(tensor: torch.Tensor, bins: int = 64) -> dict[str, Any] | None:
-    """Finite values binned: what TensorBoard's raw histogram and ``wandb.Histogram`` both take."""
-    flat = tensor.detach().reshape(-1).to(torch.float64)
+    """Finite values binned: what TensorBoard's raw histogram and ``wandb.Histogram`` both take.
+
+    On the CPU whatever the tensor's device: ``torch.histogram`` has no CUDA kernel.
+    """
+    flat = tensor.detach().reshape(-1).to("cpu", torch.float64)
     flat = flat[torch.isfinite(flat)]
     if flat.numel() == 0:
         return None

@@ -543,8 +543,11 @@ class WeightMonitor:
         else:
             diff_base = diff_layers(base.tensors, snap.tensors, device=cfg.device)
         hists = {}
-        if cfg.log_histograms:
-            hists = {k: h for k, t in snap.tensors.items() if (h := histogram_summary(t, cfg.histogram_bins))}
+        if cfg.log_histograms:  # optional: a failure here must not cost the snapshot its records
+            try:
+                hists = {k: h for k, t in snap.tensors.items() if (h := histogram_summary(t, cfg.histogram_bins))}
+            except Exception as exc:
+                self._once.warn("histograms", "weightscope: weight histograms failed (%r); the rest goes on", exc)
         if base is None:
             self._base, self._base_step = snap, snap.step
             if cfg.save_baseline:

@@ -50,14 +50,14 @@ class Snapshot:
     from_gpu: bool = False
     #: What host buffers this snapshot was copied into (empty for device-side copies).
     specs: tuple[Spec, ...] = ()
-    _event: Any = None
+    _events: list[Any] = field(default_factory=list, repr=False)  # CUDA events, one per device copied from
     _release: Callable[[], None] | None = field(default=None, repr=False)
 
     def wait(self) -> None:
         """Block until asynchronous device-to-host copies have landed (no-op on CPU)."""
-        if self._event is not None:
-            self._event.synchronize()
-            self._event = None
+        for event in self._events:
+            event.synchronize()
+        self._events = []
 
     def release(self) -> None:
         """Hand pinned buffers back for reuse; the snapshot must not be read afterwards."""
@@ -92,7 +92,7 @@ class BufferPool:
                 return self._free.pop()
             if specs != self._specs:
                 self._specs, self._free = specs, []
-        return [torch.empty(shape, dtype=dtype, pin_memory=pinned) for shape, dtype, pinned in specs]
+        return [torch.empty(shape, dtype=dtype, device="cpu", pin_memory=pinned) for shape, dtype, pinned in specs]
 
     def give(self, specs: tuple[Spec, ...], buffers: list[torch.Tensor]) -> None:
         with self._lock:
@@ -106,7 +106,9 @@ class BufferPool:
         with self._lock:
             if specs == self._specs and self._free:
                 return
-        buffers = [torch.empty(shape, dtype=dtype, pin_memory=pinned) for shape, dtype, pinned in specs]
+        # device="cpu": host buffers even under torch.set_default_device("cuda")
+        buffers = [torch.empty(shape, dtype=dtype, device="cpu", pin_memory=pinned)
+                   for shape, dtype, pinned in specs]
         for b in buffers:
             b.zero_()  # first touch here, not during the copy the training loop waits for
         with self._lock:
@@ -200,12 +202,16 @@ class Selected:
     frozen: frozenset[str]
     specs: tuple[Spec, ...]
     on_gpu: bool
+    #: Every CUDA device the tensors live on (a model split across GPUs has several): the copies
+    #: are queued on each one's current stream, and the snapshot waits on an event per device.
+    cuda_devices: tuple[torch.device, ...] = ()
 
     @classmethod
     def of(cls, chosen: list[tuple[str, torch.Tensor]], frozen: frozenset[str]) -> Selected:
         specs = tuple((tuple(t.shape), t.dtype, t.is_cuda) for _, t in chosen)
         on_gpu = any(s[2] for s in specs) or any(t.device.type != "cpu" for _, t in chosen[:1])
-        return cls([k for k, _ in chosen], [t for _, t in chosen], frozen, specs, on_gpu)
+        cuda_devices = tuple(dict.fromkeys(t.device for _, t in chosen if t.is_cuda))
+        return cls([k for k, _ in chosen], [t for _, t in chosen], frozen, specs, on_gpu, cuda_devices)
 
 
 @dataclass
@@ -217,12 +223,13 @@ class _Binding:
     #: (owning module, attribute name, parameter, requires_grad and shape at binding time)
     owners: list[tuple[torch.nn.Module, str, torch.Tensor, bool, tuple[int, ...]]]
     selected: Selected
+    first_device: torch.device | None = None  # ``model.to(other)`` keeps the parameter objects
 
     def valid_for(self, model: torch.nn.Module) -> bool:
         # Shapes and the device too: ``p.data = other`` and ``model.to()`` keep the objects.
         tensors = self.selected.tensors
         return (self.model() is model and self.epoch == _Registrations.epoch
-                and (not tensors or tensors[0].is_cuda == self.selected.on_gpu)
+                and (not tensors or tensors[0].device == self.first_device)
                 and all(m._parameters.get(n) is p and p.requires_grad == rg and p.shape == shape
                         for m, n, p, rg, shape in self.owners))
 
@@ -291,7 +298,8 @@ class Selector:
         chosen, frozen = self.select({name: p for name, (_, _, p) in owners.items()})
         picked = [(*owners[name], owners[name][2].requires_grad, tuple(owners[name][2].shape)) for _, name in chosen]
         selected = Selected.of([(key, owners[name][2]) for key, name in chosen], frozen)
-        self._binding = _Binding(weakref.ref(model), epoch, picked, selected)
+        first = selected.tensors[0].device if selected.tensors else None
+        self._binding = _Binding(weakref.ref(model), epoch, picked, selected, first)
         return selected
 
 
@@ -332,19 +340,30 @@ def take_snapshot(
 
 def _copy(sel: Selected, step: int, target: torch.device, pool: BufferPool, t0: float) -> Snapshot:
     """The copy itself (under no_grad: no autograd history, no detach() needed)."""
-    event = release = None
+    release = None
     specs: tuple[Spec, ...] = ()
+    # Non-blocking only from CUDA, where an event tells when the copy has landed (MPS and other
+    # accelerators copy blocking).
+    asynchronous = bool(sel.cuda_devices)
     if target.type == "cpu":
         buffers = pool.take(sel.specs)
         for buf, t in zip(buffers, sel.tensors):
-            buf.copy_(t, non_blocking=sel.on_gpu)
+            buf.copy_(t, non_blocking=asynchronous)
         tensors = dict(zip(sel.keys, buffers))
         specs = sel.specs
         if buffers:
             release = lambda: pool.give(specs, buffers)  # noqa: E731
     else:
         tensors = {key: t.to(target, copy=True) for key, t in zip(sel.keys, sel.tensors)}
-    if target.type == "cuda" or sel.on_gpu:
-        event = torch.cuda.Event()
-        event.record()
-    return Snapshot(step, tensors, sel.frozen, time.perf_counter() - t0, sel.on_gpu, specs, event, release)
+    devices = list(sel.cuda_devices)
+    if target.type == "cuda" and target not in devices:
+        devices.append(target)
+    # A copy runs on the current stream of its source tensor's device, not of the current device:
+    # one event per device, each recorded on that device's current stream. blocking=True: the
+    # analysis thread sleeps on it rather than spinning a core.
+    events = []
+    for device in devices:
+        event = torch.cuda.Event(blocking=True)
+        event.record(torch.cuda.current_stream(device))
+        events.append(event)
+    return Snapshot(step, tensors, sel.frozen, time.perf_counter() - t0, sel.on_gpu, specs, events, release)
