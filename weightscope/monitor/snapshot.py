@@ -21,7 +21,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -330,12 +330,27 @@ def take_snapshot(
                 params = model_parameters(model)
                 names, frozen = selector.select(params)
                 chosen = [(key, params[name]) for key, name in names]
-                if sharding == "dtensor":  # collective: every rank, same order
-                    chosen = [(key, p.full_tensor() if _is_dtensor(p) else p) for key, p in chosen]
+                if sharding == "dtensor":
+                    return _gather_and_copy(chosen, frozen, step, target, pool, t0, keep)
                 if not keep:
                     return None
                 return _copy(Selected.of(chosen, frozen), step, target, pool, t0)
         return _copy(sel, step, target, pool, t0) if keep else None
+
+
+def _gather_and_copy(chosen: list[tuple[str, torch.Tensor]], frozen: frozenset[str], step: int,
+                     target: torch.device, pool: BufferPool, t0: float, keep: bool) -> Snapshot | None:
+    """DTensor (FSDP2) weights: gathered one full tensor at a time (a collective: every rank, same
+    order) and copied before the next, never all at once, which would hold the whole unsharded
+    model on every rank. A gathered tensor is freed as soon as its copy is queued: the caching
+    allocator reuses the memory only in stream order, after the copy."""
+    sel = Selected.of(chosen, frozen)  # a DTensor has the global shape, dtype and the local device
+    gathered = (p.full_tensor() if _is_dtensor(p) else p for _, p in chosen)
+    if not keep:
+        for _ in gathered:  # still a collective on this rank
+            pass
+        return None
+    return _copy(replace(sel, tensors=gathered), step, target, pool, t0)  # type: ignore[arg-type]
 
 
 def _copy(sel: Selected, step: int, target: torch.device, pool: BufferPool, t0: float) -> Snapshot:
