@@ -132,3 +132,11 @@ def test_skipped_lists_what_the_source_could_not_offer_and_dtypes_are_kept(tmp_p
     old = pickle.loads(pickle.dumps(results))
     del old.__dict__["stored_dtypes"]  # a results object pickled before the attribute existed
     assert pickle.loads(pickle.dumps(old)).stored_dtypes == {}
+
+
+def test_save_refuses_an_extension_it_would_not_honour(tmp_path):
+    results = Scope({"w": torch.ones(3, 3)}).scan(methods="basic_stats", parallel=False)
+    with pytest.raises(WeightScopeError, match=r"unsupported extension '\.txt' \(supported: \.json, \.csv, \.parquet\)"):
+        results.save(tmp_path / "scan.txt")
+    assert not (tmp_path / "scan.txt").exists()
+    assert ScanResults.load(results.save(tmp_path / "scan.json"))["w"] == results["w"]

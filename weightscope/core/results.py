@@ -7,7 +7,7 @@ from typing import Any
 
 from .._version import __version__
 from ..errors import WeightScopeError
-from ..sinks.files import is_table_path, read_json, to_strict, write_json, write_table
+from ..sinks.files import check_output_path, is_table_path, read_json, to_strict, write_json, write_table
 
 SCAN_FORMAT = "weightscope.scan/1"
 
@@ -139,6 +139,7 @@ class ScanResults(dict):
 
     def save(self, path: str | Path) -> Path:
         """Write strict JSON, or a flattened table for ``.csv`` / ``.parquet``, atomically."""
+        check_output_path(path)  # another extension is an error, as on the command line
         if is_table_path(path):
             return write_table(path, self.to_dataframe())
         return write_json(path, self.to_json_dict())

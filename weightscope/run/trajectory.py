@@ -33,7 +33,7 @@ from ..monitor.alerts import DEFAULT_DEDUP_SNAPSHOTS, Alert, AlertState, evaluat
 from ..monitor.config import ALWAYS, DEFAULT_METHODS
 from ..monitor.naming import DRIFT_BASE_PREFIX, DRIFT_PREFIX
 from ..monitor.record import SnapshotRecord, summarize
-from ..sinks.files import is_table_path, write_json, write_table
+from ..sinks.files import check_output_path, is_table_path, write_json, write_table
 from ..sources import open_source
 from ..sources.base import TensorSource
 from .analyse import RunOptions, diff_checkpoint, histogram_checkpoint, scan_checkpoint
@@ -229,6 +229,7 @@ class Trajectory:
 
     def save(self, path: str | Path) -> Path:
         """Strict JSON (``weightscope.run/1``), or the long table for ``.csv`` / ``.parquet``; atomic."""
+        check_output_path(path)  # another extension is an error, as on the command line
         if is_table_path(path):
             return write_table(path, self.to_dataframe())
         return write_json(path, self.to_json_dict())
