@@ -79,3 +79,34 @@ def test_snapshot_copies_are_complete_before_analysis_reads_them(tmp_path, targe
 def test_a_model_on_another_device_than_the_current_one_is_waited_for(tmp_path):
     torch.cuda.set_device(0)
     assert _race(tmp_path, "cuda:1", "cpu") == {s: float(s) for s in range(6)}
+
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices")
+def test_analysis_runs_on_the_training_threads_gpu_not_device_0(tmp_path, monkeypatch):
+    import threading
+
+    import weightscope.monitor.monitor as mon
+
+    seen = []
+    real = mon.scan_tensors
+
+    def spy(tensors, methods, **kwargs):
+        seen.append((threading.current_thread().name, str(kwargs["device"]),
+                     {str(t.device) for t in tensors.values()}))
+        return real(tensors, methods, **kwargs)
+
+    monkeypatch.setattr(mon, "scan_tensors", spy)
+    torch.cuda.set_device(1)  # what a DDP rank 1 does
+    try:
+        model = TinyNet().to("cuda:1")
+        monitor = WeightMonitor(every_n_steps=1, methods="basic_stats", device="cuda", output_dir=tmp_path,
+                                max_pending=8)
+        monitor.start(model, 0)
+        monitor.step(model, 1)  # analysed on the background thread, whose current device is 0
+        monitor.close(model, 2)
+    finally:
+        torch.cuda.set_device(0)
+    assert any(name == "weightscope-monitor" for name, _, _ in seen)
+    assert all(dev == "cuda:1" and where == {"cuda:1"} for _, dev, where in seen), seen
+    assert [r.step for r in monitor.records] == [0, 1, 2]

@@ -234,8 +234,9 @@ def simulate_budget(tmp_path, monkeypatch, *, cores, gaps, training_cores=None):
     monkeypatch.setattr(mon, "_cpu_clock", cpu_clock)
     # The process clock counts training's CPU plus the analysis thread's own.
     monkeypatch.setattr(mon, "_process_clock", lambda: clock["training"] + monitor.stats.analysis_cpu_s)
+    # One worker: no pool threads, whose real CPU clocks the simulation does not drive.
     monitor = WeightMonitor(every_n_steps=1, methods=["basic_stats", "spectral"], output_dir=tmp_path,
-                            analysis_budget=0.1, background=False)
+                            analysis_budget=0.1, background=False, num_workers=1)
     monitor._cores = cores
     monitor.keep_records = 100
     torch.manual_seed(0)
@@ -539,3 +540,59 @@ def test_a_failing_histogram_costs_the_snapshot_nothing_else(tmp_path, monkeypat
     steps = [(r["step"], bool(r["diff_prev"])) for r in read_jsonl(tmp_path / "weightscope.jsonl")]
     assert steps == [(0, False), (2, True), (4, True)]
     assert sum("histograms failed" in r.getMessage() for r in caplog.records) == 1
+
+
+class _Wide(torch.nn.Module):
+    """Matrices big enough (> torch's 32768-element grain) for intra-op threads to split reductions."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = torch.nn.Linear(384, 256)
+        self.b = torch.nn.Linear(256, 384)
+
+
+def test_records_analysed_while_training_waits_match_a_scan_bit_for_bit(tmp_path):
+    import weightscope
+
+    torch.manual_seed(0)
+    model = _Wide()
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)  # training's own count, which the analysis must not inherit
+    try:
+        monitor = WeightMonitor(every_n_steps=100, methods=["basic_stats", "spectral", "quantization"],
+                                output_dir=tmp_path)
+        monitor.start(model, 0)  # CPU weights: analysed on this thread, while training waits
+        with torch.no_grad():
+            model.a.weight.mul_(1.5)
+        monitor.close(model, 1)  # the final snapshot, also on this thread
+    finally:
+        torch.set_num_threads(before)
+    baseline, final = monitor.records
+    assert (baseline.kind, final.kind) == ("baseline", "final")
+    scanned = weightscope.scan(model, methods=["basic_stats", "spectral", "quantization"], progress=False)
+    for layer in ("a", "b"):
+        assert final.results[layer] == scanned[layer]  # exact: same threads per tensor as a scan
+    w = model.a.weight.detach().double().numpy()
+    assert final.results["a"]["spectral"]["condition_number"] == pytest.approx(np.linalg.cond(w), rel=1e-9)
+
+
+def test_cpu_of_analysis_on_pool_threads_is_counted(tmp_path):
+    import time
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(*[torch.nn.Linear(768, 768, bias=False) for _ in range(4)])
+    methods = ["basic_stats", "spectral", "quantization"]
+
+    def baseline(out):
+        monitor = WeightMonitor(every_n_steps=100, methods=methods, output_dir=out, num_workers=2,
+                                save_baseline=False)
+        cpu0 = time.process_time()
+        monitor.start(model, 0)  # analysed by 2 pool threads while this one waits
+        used = time.process_time() - cpu0
+        monitor.close()
+        return used, monitor.stats.analysis_cpu_s
+
+    baseline(tmp_path / "warm-up")  # first-call costs (imports, LAPACK set-up) out of the way
+    used, counted = baseline(tmp_path / "run")
+    # The calling thread's own clock sees almost none of it; the budget must see all of it.
+    assert 0.8 * used <= counted <= 1.02 * used

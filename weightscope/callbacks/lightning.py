@@ -75,7 +75,7 @@ class WeightScopeCallback(Callback):
         background: analyse in a background thread (False: in the training loop).
         max_pending: snapshots allowed to wait for analysis before further ones are skipped.
         device: where analysis runs (``"cpu"``, ``"cuda"``); default CPU.
-        num_workers: threads the scan of one snapshot uses.
+        num_workers: scan workers for one snapshot (None: one beside training, every core while it waits).
         on_alert: function called with each :class:`~weightscope.monitor.Alert`.
         stop_on: rule names that stop training (``["nan"]``).
         distributed: ``"rank0"`` (default) or ``"split"`` (layers shared out across ranks).

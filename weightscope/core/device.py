@@ -36,6 +36,18 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     return dev
 
 
+def pinned_to_current(dev: torch.device) -> torch.device:
+    """``cuda`` with the calling thread's current device as its index; any other device unchanged.
+
+    A bare ``cuda`` means the *current* device, which is per thread: resolved on a training
+    thread (a DDP rank set to ``cuda:1``), it names that rank's GPU on the analysis threads
+    too, instead of their default ``cuda:0``.
+    """
+    if dev.type == "cuda" and dev.index is None:
+        return torch.device("cuda", torch.cuda.current_device())
+    return dev
+
+
 def _load_cuda_linalg(dev: torch.device) -> None:
     """torch loads its CUDA linalg library lazily, and two worker threads doing so at once fail
     with "lazy wrapper should be called at most once" (pytorch/pytorch#90613): load it up front."""

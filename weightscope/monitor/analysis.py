@@ -8,6 +8,8 @@ comparison's own (``diff_metrics``); nothing is recomputed here.
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,19 +29,33 @@ def scan_tensors(
     *,
     device: torch.device | str = "cpu",
     num_workers: int = 1,
+    own_threads: bool = False,
+    pool_cpu: list[float] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """``layer -> method -> metrics`` for tensors already in memory, in their order.
 
-    With one worker this runs on the calling thread at whatever torch thread
-    count that thread has set (the monitor's background thread uses 1), which
-    the engine's pool would override; more workers go through the engine.
+    Through the engine, like ``weightscope.scan``: one torch thread per tensor, so the
+    numbers match a scan of the same weights bit for bit. ``own_threads=True`` (the
+    monitor's analysis thread, sized by ``analysis_threads``) analyses one tensor at a
+    time at the calling thread's own torch thread count instead.
+
+    ``pool_cpu``, when given, receives the CPU seconds of each tensor analysed on another
+    thread than the caller's, which the caller's own CPU clock does not see.
     """
     items = list(tensors.items())
     methods = list(methods)
-    if num_workers <= 1:
+    if own_threads:
         return {key: analyze_tensor(t, methods, device=device) for key, t in items}
-    outs = run_tasks(items, lambda kv: analyze_tensor(kv[1], methods, device=device),
-                     weight=lambda kv: kv[1].numel(), parallel=True, num_workers=num_workers)
+    caller = threading.current_thread()
+
+    def task(kv: tuple[str, torch.Tensor]) -> dict[str, Any]:
+        t0 = time.thread_time()
+        out = analyze_tensor(kv[1], methods, device=device)
+        if pool_cpu is not None and threading.current_thread() is not caller:
+            pool_cpu.append(time.thread_time() - t0)  # list.append is atomic: no lock needed
+        return out
+
+    outs = run_tasks(items, task, weight=lambda kv: kv[1].numel(), parallel=num_workers > 1, num_workers=num_workers)
     return {key: out for (key, _), out in zip(items, outs)}
 
 

@@ -91,7 +91,8 @@ class MonitorConfig:
     background: bool = True
     max_pending: int = 1
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
-    num_workers: int = 1
+    #: None: one on the analysis thread, every core for the analyses done while training waits anyway.
+    num_workers: int | None = None
     distributed: str = "rank0"
     stop_on: frozenset[str] = frozenset()
     on_alert: Callable[[Any], None] | None = None
@@ -173,7 +174,7 @@ class MonitorConfig:
             background=background,
             max_pending=positive_int("max_pending", max_pending),
             device=dev,
-            num_workers=1 if num_workers is None else positive_int("num_workers", num_workers),
+            num_workers=None if num_workers is None else positive_int("num_workers", num_workers),
             distributed=distributed,
             stop_on=stops,
             on_alert=on_alert,

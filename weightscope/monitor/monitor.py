@@ -7,12 +7,13 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from ..core.device import pinned_to_current
 from ..core.engine import cpu_count
 from ..errors import ConfigError
 from ..sinks.jsonl import HISTORY_NAME, JsonlSink
@@ -47,6 +48,10 @@ class _Job:
     #: The final record of weights already analysed as a thinned periodic snapshot: only the
     #: methods it lacked are new; its drift is the periodic record's.
     completes: bool = False
+    #: Analysed on the training thread (see ``_analyse_here``), while training waits for it.
+    inline: bool = False
+    #: CPU seconds of its scan spent on pool threads, which the calling thread's CPU clock misses.
+    pool_cpu: list[float] = field(default_factory=list)
 
 
 class WeightMonitor:
@@ -156,6 +161,7 @@ class WeightMonitor:
         self._coll: Collectives | None = None
         self._started = False
         self._closed = False
+        self._device = self.config.device  # pinned to the training thread's GPU in start()
 
     # -- public -------------------------------------------------------------
     @property
@@ -185,6 +191,7 @@ class WeightMonitor:
         if self._started or self._closed:
             return
         self._started = True
+        self._device = pinned_to_current(self.config.device)  # on the training thread: its GPU
         try:
             self._coll = Collectives()
         except Exception as exc:
@@ -280,7 +287,7 @@ class WeightMonitor:
         if self._prev is None or last is None or last.step != step:  # nothing here, but gather all the same
             self._coll.gather_to_zero(Analysis(step))
             return
-        self._handle(_Job(self._prev, "final", True, completes=True))
+        self._handle(_Job(self._prev, "final", True, completes=True, inline=True))
         self._last_full = True
         self._drain()
 
@@ -340,7 +347,7 @@ class WeightMonitor:
         try:
             from safetensors.torch import load_file
 
-            tensors = load_file(path, device=str(self.config.device))
+            tensors = load_file(path, device=str(self._device))
         except Exception as exc:
             self._once.warn("baseline", "weightscope: could not read baseline %s (%s); starting a new one", path, exc)
             return False
@@ -399,7 +406,7 @@ class WeightMonitor:
             return False
         keep = self.is_logging_rank or split
         try:
-            snap = take_snapshot(model, step, self._selector(), target=self.config.device, pool=self._pool, keep=keep,
+            snap = take_snapshot(model, step, self._selector(), target=self._device, pool=self._pool, keep=keep,
                                  sharding=sharding)
         except Exception as exc:
             self._once.warn("copy", "weightscope: could not copy the weights at step %d: %s", step, exc)
@@ -419,6 +426,7 @@ class WeightMonitor:
             if kind in ("baseline", "resume"):
                 log.info("weightscope: analysing the %s snapshot (%.0f MB) before the first step", kind,
                          snap.nbytes / 2**20)
+            job.inline = True
             self._worker.join()  # earlier jobs first, so records stay in step order
             self._handle(job)
             self._drain()
@@ -506,7 +514,7 @@ class WeightMonitor:
             self._once.warn(f"analysis:{type(exc).__name__}", "weightscope: analysis of step %d failed: %r",
                             snap.step, exc)
         finally:
-            self.stats.analysis_cpu_s += _cpu_clock() - cpu0
+            self.stats.analysis_cpu_s += _cpu_clock() - cpu0 + sum(job.pool_cpu)
         split = self.config.distributed == "split" and self._coll is not None and self._coll.active
         if split:
             try:
@@ -528,20 +536,20 @@ class WeightMonitor:
     def _analyse(self, job: _Job) -> Analysis:
         snap = job.snapshot
         if job.completes:
-            return self._analyse_rest(snap)
+            return self._analyse_rest(job)
         snap.wait()
         t0, cpu0 = time.perf_counter(), _cpu_clock()
         cfg = self.config
         methods = cfg.methods_for(job.full)
-        results = scan_tensors(snap.tensors, methods, device=cfg.device, num_workers=cfg.num_workers)
+        results = self._scan(job, snap.tensors, methods)
         prev, base = self._prev, self._base
-        diff_prev = diff_layers(prev.tensors if prev else None, snap.tensors, device=cfg.device)
+        diff_prev = diff_layers(prev.tensors if prev else None, snap.tensors, device=self._device)
         if base is None:
             diff_base: dict[str, Any] = {}
         elif base is prev:
             diff_base = {k: dict(v) for k, v in diff_prev.items()}
         else:
-            diff_base = diff_layers(base.tensors, snap.tensors, device=cfg.device)
+            diff_base = diff_layers(base.tensors, snap.tensors, device=self._device)
         hists = {}
         if cfg.log_histograms:  # optional: a failure here must not cost the snapshot its records
             try:
@@ -556,7 +564,7 @@ class WeightMonitor:
             prev.release()
         self._prev = snap
         if job.full and snap.tensors:
-            self._full_cost = _cpu_clock() - cpu0
+            self._full_cost = _cpu_clock() - cpu0 + sum(job.pool_cpu)
             with self._state_lock:
                 self._spent += self._full_cost - job.charged  # the real cost, not the estimate
         # The next snapshot's buffers, allocated and touched here rather than on the training loop's clock.
@@ -565,15 +573,27 @@ class WeightMonitor:
                                        time.perf_counter() - t0, prev.step if prev else None)
         return self._last_analysis
 
-    def _analyse_rest(self, snap: Snapshot) -> Analysis:
+    def _scan(self, job: _Job, tensors: dict[str, torch.Tensor], methods: list[str]) -> dict[str, dict[str, Any]]:
+        """Scan with ``num_workers`` when set. Unset: every core for a job analysed on the training
+        thread, which waits for it anyway (2 cores took 0.098 s for this repository's benchmark model,
+        against 0.107 s for one tensor at a time at training's 2 torch threads), and the analysis
+        thread alone, at its ``analysis_threads``, beside training."""
+        cfg = self.config
+        workers = cfg.num_workers or (self._cores if job.inline else 1)
+        own = not job.inline and workers == 1
+        return scan_tensors(tensors, methods, device=self._device, num_workers=workers, own_threads=own,
+                            pool_cpu=job.pool_cpu)
+
+    def _analyse_rest(self, job: _Job) -> Analysis:
         """Every method on weights analysed before with ``basic_stats`` only; the drift (and the
         histograms, already logged at this step) are the earlier analysis's."""
+        snap = job.snapshot
         t0 = time.perf_counter()
         last = self._last_analysis
         if last is None or last.step != snap.step:
             raise RuntimeError(f"no earlier analysis of step {snap.step} to complete")
         cfg = self.config
-        results = scan_tensors(snap.tensors, cfg.methods_for(True), device=cfg.device, num_workers=cfg.num_workers)
+        results = self._scan(job, snap.tensors, cfg.methods_for(True))
         return Analysis(snap.step, results, last.diff_prev, last.diff_base, {}, last.frozen,
                         time.perf_counter() - t0, last.prev_step)
 
