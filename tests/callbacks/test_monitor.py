@@ -596,3 +596,28 @@ def test_cpu_of_analysis_on_pool_threads_is_counted(tmp_path):
     used, counted = baseline(tmp_path / "run")
     # The calling thread's own clock sees almost none of it; the budget must see all of it.
     assert 0.8 * used <= counted <= 1.02 * used
+
+
+def test_a_fresh_run_in_a_used_folder_sets_the_earlier_runs_history_aside(tmp_path, caplog):
+    first = WeightMonitor(every_n_steps=2, methods="basic_stats", output_dir=tmp_path, max_pending=16)
+    train(first, steps=4)
+    history = tmp_path / "weightscope.jsonl"
+    earlier = history.read_bytes().splitlines()
+    assert [json.loads(x)["step"] for x in earlier] == [0, 2, 4]
+    # A second run, no state restored, continuing from step 2 (its own weights from then on).
+    second = WeightMonitor(every_n_steps=2, methods="basic_stats", output_dir=tmp_path, max_pending=16)
+    torch.manual_seed(1)
+    model = TinyNet()
+    with caplog.at_level(logging.WARNING, logger="weightscope.monitor"):
+        second.start(model, 2)
+        second.step(model, 3)
+        second.close(model, 3)
+    lines = history.read_bytes().splitlines()
+    assert lines[0] == earlier[0]  # step 0 lies before this run: kept
+    assert [(json.loads(x)["step"], json.loads(x)["kind"]) for x in lines] == [
+        (0, "baseline"), (2, "baseline"), (3, "final")]
+    assert (tmp_path / "weightscope.jsonl.superseded").read_bytes().splitlines() == earlier[1:]
+    assert sum("records of an earlier run" in r.getMessage() for r in caplog.records) == 1
+    # The new run's numbers are its own weights'.
+    w = model.inp.weight.detach().double().numpy()
+    assert json.loads(lines[1])["layers"]["inp"]["basic_stats"]["l2_norm"] == pytest.approx(np.linalg.norm(w), rel=1e-12)

@@ -201,8 +201,8 @@ class WeightMonitor:
         if self.is_logging_rank:
             self._open_sinks()
         restored, self._restored = self._restored, None
-        if restored and self.is_logging_rank:
-            self._rewind_history(int(step))
+        if self.is_logging_rank:
+            self._rewind_history(int(step), resumed=bool(restored))
         if restored and self._load_baseline(restored):
             kind = "resume"
         else:
@@ -291,17 +291,25 @@ class WeightMonitor:
         self._last_full = True
         self._drain()
 
-    def _rewind_history(self, step: int) -> None:
+    def _rewind_history(self, step: int, *, resumed: bool) -> None:
+        """Set aside the history records this run replaces: those after a resume's step (its own
+        record is kept and not emitted again), or from a fresh start's step on (records of an
+        earlier run in the same folder, which would otherwise mix with this one's)."""
+        after = step if resumed else step - 1
         for sink in self.sinks:
             if isinstance(sink, JsonlSink):
                 try:
-                    moved = sink.rewind(step)
+                    moved = sink.rewind(after)
                 except Exception as exc:  # a damaged history must not stop training
                     self._once.warn("rewind", "weightscope: could not rewind %s to step %d: %s", sink.path, step, exc)
                     continue
-                if moved:
+                if moved and resumed:
                     log.warning("weightscope: resumed at step %d; moved %d history records of later steps from %s "
                                 "to %s", step, moved, sink.path, sink.superseded_path.name)
+                elif moved:
+                    log.warning("weightscope: %s held %d records of an earlier run from step %d on; moved them to %s "
+                                "(pass another output_dir to keep runs apart)", sink.path, moved, step,
+                                sink.superseded_path.name)
 
     def abort(self) -> None:
         """Stop without a final snapshot (the trainer raised); what was analysed is still written."""
