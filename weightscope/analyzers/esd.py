@@ -12,8 +12,11 @@ The fit is WeightWatcher's own power-law fit (``WWFit``, the same as the
 ``powerlaw`` package for a continuous power law without xmax), see
 ``_powerlaw``. Eigenvalues that are zero by the numerical-rank tolerance are
 left out (their log is -inf). With fewer than ``MIN_EIGENVALUES`` nonzero
-eigenvalues there is no meaningful tail: values are None and ``note`` says why.
-A tensor with NaN/Inf weights (or none) gives NaN values, as ``spectral`` does.
+eigenvalues (a LoRA factor of rank 8, a small or all-zero matrix) there is no
+tail to fit: the fit's values are NaN ("could not be measured", so a filter such
+as ``alpha < 2`` is False rather than a TypeError) and ``note`` says why;
+``log_spectral_norm`` is still given when there is a nonzero eigenvalue. A
+tensor with NaN/Inf weights (or none) gives NaN values, as ``spectral`` does.
 """
 
 from __future__ import annotations
@@ -35,11 +38,8 @@ def analyze(view: TensorView) -> dict[str, Any]:
         return not_computed(KEYS, note)
     s = view.nonzero_singular_values  # descending
     if s.size < MIN_EIGENVALUES:
-        return {
-            **dict.fromkeys(KEYS),
-            "log_spectral_norm": 2 * math.log10(s[0]) if s.size else None,
-            "note": f"only {s.size} nonzero eigenvalues; a power-law fit needs {MIN_EIGENVALUES}",
-        }
+        return not_computed(KEYS, f"only {s.size} nonzero eigenvalues; a power-law fit needs {MIN_EIGENVALUES}",
+                            log_spectral_norm=2 * math.log10(s[0]) if s.size else None)
     # The fit is scale-free (it sees only ratios), so it runs on lambda / lambda_max: no overflow
     # for float64 weights beyond 1e154, and xmin is scaled back once.
     lam = ((s / s[0]) ** 2)[::-1]  # ascending
