@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
+from strict_json import strict_load
 
 
 @pytest.fixture
@@ -173,3 +174,100 @@ def test_csv_has_resized_layers_and_a_bad_rank_by_still_saves(cli, tmp_path):
                "--rank-by", "update_rank_90", "-o", out2, "-q")
     assert proc.returncode != 0 and out2.exists()
     assert json.loads(out2.read_text())["layer_comparisons"]["fc"]["l2_norm_ratio"] == pytest.approx(1.1, rel=1e-6)
+
+
+def _rows(stdout):
+    """Table rows as {layer: [cells]} in printed order (the first table in the output)."""
+    rows = {}
+    for line in stdout.splitlines():
+        if line.startswith("│ "):
+            cells = [c.strip() for c in line.strip("│").split("│")]
+            rows.setdefault(cells[0], cells[1:])
+    return rows
+
+
+@pytest.fixture
+def zeroed(tmp_path):
+    """A zero-initialised LoRA B that trained, a layer zeroed out, and three that drift."""
+    g = torch.Generator().manual_seed(5)
+    a = {f"w{i}.weight": torch.randn(12, 8, generator=g) for i in range(3)}
+    a["lora_B.weight"] = torch.zeros(12, 4)
+    a["pruned.weight"] = torch.randn(8, 8, generator=g)
+    b = {k: v + 0.3 * (i + 1) * torch.randn(v.shape, generator=g) for i, (k, v) in enumerate(a.items())}
+    b["lora_B.weight"] = 0.02 * torch.randn(12, 4, generator=g)
+    b["pruned.weight"] = torch.zeros(8, 8)
+    b["w1.weight"] = 0.5 * a["w1.weight"]  # halved: a big change of norm, cosine 1
+    b["w2.weight"] = 1.01 * a["w2.weight"]  # grew 1 %
+    save_file(a, str(tmp_path / "a.safetensors"))
+    save_file(b, str(tmp_path / "b.safetensors"))
+    return tmp_path / "a.safetensors", tmp_path / "b.safetensors", a, b
+
+
+def test_rank_by_cosine_puts_a_layer_with_one_all_zero_side_first(cli, zeroed):
+    m1, m2, a, b = zeroed
+    proc = cli("compare", "--model1", m1, "--model2", m2, "--rank-by", "cosine_similarity", "-q", check_rc=0)
+    cos = {}
+    for k in a:
+        x, y = a[k].double().numpy().ravel(), b[k].double().numpy().ravel()
+        nx, ny = np.linalg.norm(x), np.linalg.norm(y)
+        cos[k.removesuffix(".weight")] = float(x @ y / (nx * ny)) if nx and ny else float("nan")
+    undefined = [k for k in cos if np.isnan(cos[k])]
+    assert undefined == ["lora_B", "pruned"]  # exactly one side all zeros: no direction, changed the most
+    defined = sorted((k for k in cos if k not in undefined), key=cos.get)
+    assert _table_layers(proc.stdout) == [*undefined, *defined]
+    rows = _rows(proc.stdout)
+    assert rows["lora_B"][0] == "-inf" and rows["lora_B"][2] == "nan"  # score, then the cosine itself
+
+
+def test_rank_by_l2_norm_ratio_ranks_shrinking_like_growing(cli, zeroed):
+    m1, m2, a, b = zeroed
+    proc = cli("compare", "--model1", m1, "--model2", m2, "--rank-by", "l2_norm_ratio", "-q", check_rc=0)
+    ratio = {}
+    for k in a:
+        na, nb = np.linalg.norm(a[k].double().numpy()), np.linalg.norm(b[k].double().numpy())
+        ratio[k.removesuffix(".weight")] = nb / na if na else np.inf
+    assert ratio["pruned"] == 0 and ratio["lora_B"] == np.inf
+    change = {k: abs(np.log(r)) if 0 < r < np.inf else np.inf for k, r in ratio.items()}
+    assert _table_layers(proc.stdout) == sorted(change, key=lambda k: (-change[k], list(a).index(f"{k}.weight")))
+    assert _table_layers(proc.stdout).index("w1") < _table_layers(proc.stdout).index("w2")  # x0.5 above x1.01
+    assert "score = |ln l2_norm_ratio|" in proc.stdout
+    rows = _rows(proc.stdout)
+    assert float(rows["w1"][3]) == pytest.approx(ratio["w1"], rel=1e-3)  # the norm ratio column stays the ratio
+    assert float(rows["w1"][0]) == pytest.approx(np.log(2), rel=1e-3)
+
+
+def test_a_dtype_change_alone_is_not_counted_as_a_change(cli, tmp_path):
+    g = torch.Generator().manual_seed(8)
+    a = {f"h.{i}.fc.weight": torch.randn(8, 8, generator=g).half() for i in range(3)}
+    b = {k: v.float() for k, v in a.items()}
+    b["h.2.fc.weight"] = b["h.2.fc.weight"] * 2
+    assert sum(np.array_equal(a[k].double().numpy(), b[k].double().numpy()) for k in a) == 2
+    save_file(a, str(tmp_path / "a.safetensors"))
+    save_file(b, str(tmp_path / "b.safetensors"))
+    out = tmp_path / "c.json"
+    proc = cli("compare", "--model1", tmp_path / "a.safetensors", "--model2", tmp_path / "b.safetensors",
+               "-o", out, "-q", check_rc=0)
+    assert "3 layers compared: 2 identical, 1 changed" in proc.stdout
+    assert "3 stored in another dtype: float16 -> float32" in proc.stdout
+    data = strict_load(out)
+    assert (data["summary"]["identical_layers"], data["summary"]["changed_layers"]) == (2, 1)
+    assert data["summary"]["dtype_changed_layers"] == 3
+    assert not any(m["identical"] for m in data["layer_comparisons"].values())  # bitwise, as documented
+
+
+def test_scan_files_without_basic_stats_show_shape_mismatches(cli, tmp_path):
+    g = torch.Generator().manual_seed(9)
+    emb = torch.randn(20, 6, generator=g)
+    save_file({"wte.weight": emb, "fc.weight": torch.randn(6, 6, generator=g)}, str(tmp_path / "a.safetensors"))
+    save_file({"wte.weight": torch.cat([emb, emb[:4]]), "fc.weight": torch.randn(6, 6, generator=g)},
+              str(tmp_path / "b.safetensors"))
+    for name in ("a", "b"):
+        cli("scan", "-m", tmp_path / f"{name}.safetensors", "--methods", "spectral",
+            "-o", tmp_path / f"{name}.json", "-q", check_rc=0)
+    out = tmp_path / "c.json"
+    proc = cli("compare", "--model1", tmp_path / "a.json", "--model2", tmp_path / "b.json", "-o", out, "-q",
+               check_rc=0)
+    assert "Shape mismatches" in proc.stdout
+    assert _rows(proc.stdout.split("Shape mismatches")[1])["wte"][:2] == ["20x6", "24x6"]
+    data = strict_load(out)
+    assert list(data["shape_mismatches"]) == ["wte"] and list(data["layer_comparisons"]) == ["fc"]

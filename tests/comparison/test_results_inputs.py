@@ -126,3 +126,46 @@ def test_a_state_dict_is_not_mistaken_for_results(gen):
     nested = {"model": {"w": torch.ones(3, 3)}}
     c = compare_sources(nested, {"state_dict": {"w": 2 * torch.ones(3, 3)}, "epoch": 1})
     assert c["mode"] == "tensors" and c["layer_comparisons"]["w"]["l2_norm_ratio"] == 2.0
+
+
+@pytest.fixture
+def resized(tmp_path, gen):
+    """A vocab resize and a plain change, saved as safetensors and as scans without basic_stats."""
+    from safetensors.torch import save_file
+
+    from weightscope.core.scope import scan
+
+    emb = torch.randn(10, 6, generator=gen)
+    a = {"wte.weight": emb, "fc.weight": torch.randn(6, 6, generator=gen)}
+    b = {"wte.weight": torch.cat([emb, torch.randn(3, 6, generator=gen)]), "fc.weight": a["fc.weight"] * 1.1}
+    for name, sd in (("a", a), ("b", b)):
+        save_file(sd, tmp_path / f"{name}.safetensors")
+        results = scan(tmp_path / f"{name}.safetensors", methods="spectral", parallel=False)
+        results.save(tmp_path / f"{name}-spectral.json")
+    return tmp_path, a, b
+
+
+def test_scans_without_basic_stats_still_see_a_shape_change(resized):
+    root, a, b = resized
+    saved = json.loads((root / "b-spectral.json").read_text())
+    assert "basic_stats" not in saved["layers"]["wte"]
+    assert saved["stored_shapes"] == {k.removesuffix(".weight"): list(v.shape) for k, v in b.items()}
+    for m1, m2 in ((root / "a-spectral.json", root / "b-spectral.json"),  # both saved
+                   (root / "a.safetensors", root / "b-spectral.json")):  # tensors against a saved scan
+        c = compare_sources(m1, m2, methods=["spectral"])
+        assert c["mode"] == "stats"
+        assert list(c["shape_mismatches"]) == ["wte"] and list(c["layer_comparisons"]) == ["fc"]
+        mm = c["shape_mismatches"]["wte"]
+        assert (mm["shape1"], mm["shape2"]) == (list(a["wte.weight"].shape), list(b["wte.weight"].shape))
+        assert c["layer_comparisons"]["fc"]["shape"] == [6, 6]
+        assert c["summary"]["shape_mismatches"] == 1
+
+
+def test_a_scan_file_from_before_stored_shapes_still_compares(resized):
+    root, _, _ = resized
+    old = json.loads((root / "b-spectral.json").read_text())
+    del old["stored_shapes"]
+    (root / "b-old.json").write_text(json.dumps(old))
+    c = compare_sources(root / "a-spectral.json", root / "b-old.json", methods=["spectral"])
+    assert c["mode"] == "stats" and set(c["layer_comparisons"]) == {"wte", "fc"}  # shape of b unknown
+    assert ScanResults.load(root / "b-old.json").stored_shapes == {}

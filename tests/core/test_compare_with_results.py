@@ -168,12 +168,14 @@ def test_results_read_back_from_a_file_stay_in_stats_mode(models, tmp_path, capl
     saved = live.save(tmp_path / "tuned-scan.json")
     # The handle is not saved.
     assert set(json.loads(saved.read_text())) == {"format", "source", "methods", "weightscope_version",
-                                                  "aliases", "skipped", "stored_dtypes", "layers"}
+                                                  "aliases", "skipped", "stored_dtypes", "stored_shapes",
+                                                  "layers"}
     loaded = ScanResults.load(saved)
     assert loaded.source == str(tuned_path) and tuned_path.exists() and not loaded.rereadable
     unpickled = pickle.loads(pickle.dumps(live))
     assert unpickled == live and unpickled.source == live.source and not unpickled.rereadable
-    assert set(vars(unpickled)) == {"source", "methods", "aliases", "skipped", "stored_dtypes"}  # no handle
+    assert set(vars(unpickled)) == {"source", "methods", "aliases", "skipped", "stored_dtypes",
+                                    "stored_shapes"}  # no handle
     others = (loaded, saved, str(saved), json.loads(saved.read_text()), dict(live), unpickled,
               ScanResults.from_json_dict(live.to_json_dict()))
     with caplog.at_level(logging.WARNING, logger=WARNING_LOGGER):

@@ -126,12 +126,16 @@ def test_skipped_lists_what_the_source_could_not_offer_and_dtypes_are_kept(tmp_p
     assert set(results.skipped) == {"a.weight", "steps"}
     assert "F16 is not supported" in results.skipped["a.weight"]
     assert results.stored_dtypes == {"b": "bfloat16"}  # reported without basic_stats
+    assert results.stored_shapes == {"b": [4, 6]} and "basic_stats" not in results["b"]
     again = ScanResults.load(results.save(tmp_path / "r.json"))
     assert again.stored_dtypes == {"b": "bfloat16"} and again.skipped == results.skipped
-    assert pickle.loads(pickle.dumps(results)).stored_dtypes == {"b": "bfloat16"}
+    assert again.stored_shapes == {"b": [4, 6]} and again.layer_shape("b") == (4, 6)
+    assert pickle.loads(pickle.dumps(results)).stored_shapes == {"b": [4, 6]}
     old = pickle.loads(pickle.dumps(results))
-    del old.__dict__["stored_dtypes"]  # a results object pickled before the attribute existed
-    assert pickle.loads(pickle.dumps(old)).stored_dtypes == {}
+    # A results object pickled before the attributes existed.
+    del old.__dict__["stored_dtypes"], old.__dict__["stored_shapes"]
+    unpickled = pickle.loads(pickle.dumps(old))
+    assert unpickled.stored_dtypes == {} and unpickled.stored_shapes == {} and unpickled.layer_shape("b") is None
 
 
 def test_save_refuses_an_extension_it_would_not_honour(tmp_path):

@@ -11,7 +11,8 @@ from rich.console import Console
 from rich.table import Table
 
 from ..comparison import DIFF_KEYS, STATS_METRICS, UPDATE_KEYS
-from ..comparison.ranking import find_most_changed_layers
+from ..comparison.ranking import find_most_changed_layers, lowest_first, score_label
+from ..comparison.summary import dtype_changed
 from ..sinks.files import check_output_path, is_table_path, write_json, write_table
 from ..sinks.terminal import fmt
 from .common import ProgressBar, add_engine_flags, positive_int, stderr, stdout
@@ -23,10 +24,10 @@ RANKABLE = sorted(
     | {key for spec in STATS_METRICS.values() for key, _, _ in spec}
     | set(UPDATE_KEYS)
 )
-#: Metrics where a higher value means *more similar*: ranked lowest first, so the top rows are still
-#: the layers that changed most. Every other metric ranks largest first.
-SIMILARITY_METRICS = frozenset({"cosine_similarity"})
 _NAMES_SHOWN = 20
+#: Columns of the table of changes: (metric, header, digits).
+_COLUMNS = (("relative_l2_distance", "relative L2", 4), ("cosine_similarity", "cosine", 6),
+            ("l2_norm_ratio", "norm ratio", 4), ("update_rank_90", "update rank 90%", 4))
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -46,7 +47,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_engine_flags(p, default_methods="basic_stats")
     p.add_argument("--top-changes", type=positive_int, default=10, metavar="N", help="rows in the table of changes")
     p.add_argument("--rank-by", default=None, choices=RANKABLE, metavar="METRIC",
-                   help="metric to rank layers by, largest first except cosine_similarity (lowest first) "
+                   help="metric to rank layers by, most changed first: ratios by |ln ratio| (0.5 and 2 alike), "
+                        "signed diffs by |diff|, cosine_similarity lowest first, the rest largest first "
                         "(default: relative_l2_distance, or norm_change from scan files)")
     p.add_argument("--threshold", type=_fraction, default=0.01, metavar="FRACTION",
                    help="relative change counted as significant: |b-a| > FRACTION*|a| (default: 0.01)")
@@ -130,10 +132,22 @@ def _counts_line(comparison: dict[str, Any]) -> str:
         counts += f": {s['identical_layers']} identical, {s['changed_layers']} changed"
     elif comparison["mode"] == "stats":
         counts += " from saved stats (identical/changed unknown without tensors)"
+    counts += _dtype_note(comparison)
     if s["global_relative_l2_distance"] is not None:
         counts += (f"; whole model: relative L2 {fmt(s['global_relative_l2_distance'])}, "
                    f"cosine {fmt(s['global_cosine_similarity'], 6)}")
     return counts
+
+
+def _dtype_note(comparison: dict[str, Any]) -> str:
+    """Layers stored in another dtype: values are compared as float64, so that alone is no change."""
+    changes = [f"{m['dtype1']} -> {m['dtype2']}" for m in comparison["layer_comparisons"].values()
+               if "error" not in m and dtype_changed(m)]
+    if not changes:
+        return ""
+    kinds = ", ".join(dict.fromkeys(changes))
+    by_value = "; identical = same values" if comparison["summary"]["identical_layers"] is not None else ""
+    return f" ({len(changes)} stored in another dtype: {kinds}{by_value})"
 
 
 def _nothing_in_common(comparison: dict[str, Any]) -> str:
@@ -158,17 +172,20 @@ def render_comparison(comparison: dict[str, Any], console: Console, top: int = 1
     console.print(_counts_line(comparison))
 
     metric = by or s["score_metric"]
-    largest = metric not in SIMILARITY_METRICS
-    rows = (find_most_changed_layers(comparison, top_k=top, by=by, largest=largest)
-            if comparison["layer_comparisons"] else [])
+    rows = find_most_changed_layers(comparison, top_k=top, by=by) if comparison["layer_comparisons"] else []
     if rows:
-        order = "" if largest else " (lowest = most changed)"
-        t = Table(title=f"Top {len(rows)} changes by {metric}{order}", title_justify="left")
-        for col in ("layer", "score", "relative L2", "cosine", "norm ratio", "update rank 90%"):
+        label = score_label(metric)
+        how = " (lowest = most changed)" if lowest_first(metric) else ""
+        how += f" (score = {label})" if label != metric else ""
+        t = Table(title=f"Top {len(rows)} changes by {metric}{how}", title_justify="left")
+        # A |diff| or |ln ratio| score hides the sign: show the value it came from unless a column does.
+        columns = list(_COLUMNS)
+        if label != metric and metric not in {key for key, _, _ in columns}:
+            columns.insert(0, (metric, metric, 4))
+        for col in ("layer", "score", *(header for _, header, _ in columns)):
             t.add_column(col, justify="left" if col == "layer" else "right")
         for layer, score, m in rows:
-            t.add_row(layer, fmt(score), fmt(m.get("relative_l2_distance")), fmt(m.get("cosine_similarity"), 6),
-                      fmt(m.get("l2_norm_ratio")), fmt(m.get("update_rank_90")))
+            t.add_row(layer, fmt(score), *(fmt(m.get(key), digits) for key, _, digits in columns))
         console.print(t)
 
     if comparison["shape_mismatches"]:

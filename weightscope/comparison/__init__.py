@@ -9,9 +9,17 @@ from __future__ import annotations
 from .distribution import distribution_metrics, wasserstein
 from .matching import Matching, match_layers, normalize_name
 from .pair_metrics import DIFF_KEYS, bitwise_equal, diff_metrics
-from .ranking import STATS_SCORE, TENSOR_SCORE, find_most_changed_layers, score_metric
+from .ranking import (
+    STATS_SCORE,
+    TENSOR_SCORE,
+    change_score,
+    find_most_changed_layers,
+    lowest_first,
+    score_label,
+    score_metric,
+)
 from .stats_diff import STATS_METRICS, norm_change, stats_metrics
-from .summary import split_block, summarize
+from .summary import block_of, split_block, summarize, unchanged
 from .update_spectrum import UPDATE_KEYS, spectrum_metrics, update_spectrum
 
 __all__ = [
@@ -22,17 +30,22 @@ __all__ = [
     "UPDATE_KEYS",
     "Matching",
     "bitwise_equal",
+    "block_of",
+    "change_score",
     "diff_metrics",
     "distribution_metrics",
     "find_most_changed_layers",
+    "lowest_first",
     "match_layers",
     "norm_change",
     "normalize_name",
+    "score_label",
     "score_metric",
     "spectrum_metrics",
     "split_block",
     "stats_metrics",
     "summarize",
+    "unchanged",
     "update_spectrum",
     "wasserstein",
 ]

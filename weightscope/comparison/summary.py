@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from .matching import normalize_name
@@ -24,6 +24,30 @@ def split_block(layer: str) -> tuple[str | None, str]:
             rest = ".".join(parts[i + 1 :])
             return ".".join(parts[: i + 1]), rest or ".".join(parts)
     return None, ".".join(parts)
+
+
+def block_of(layer: str) -> str:
+    """The ``by_block`` group of a layer: its block (``"h.3"``), or outside numbered blocks its module.
+
+    ``"transformer.wte"`` -> ``"wte"``, ``"lm_head"`` -> ``"lm_head"``; a bias goes with its
+    module's weight (``"transformer.ln_f.bias"`` -> ``"ln_f"``), as it does inside a block.
+    """
+    block, rest = split_block(layer)
+    return block if block is not None else rest.removesuffix(".bias")
+
+
+def unchanged(metrics: dict[str, Any]) -> bool | None:
+    """Whether a pair holds the same values (None: no tensors compared).
+
+    Value equality in float64, not bit equality (``identical``): the same values
+    stored as float16 and float32, or 0.0 and -0.0, are unchanged. ``max_abs_diff``
+    is exactly 0 only then (it is NaN for NaN/Inf weights, which are unchanged
+    only when bit-identical).
+    """
+    identical = metrics.get("identical")
+    if not isinstance(identical, bool):
+        return None
+    return identical or _num(metrics.get("max_abs_diff")) == 0.0
 
 
 def _num(value: Any) -> float | None:
@@ -57,7 +81,7 @@ class _Totals:
         if dist is None or na is None or nb is None:
             return  # no tensors compared for this layer (saved stats)
         self.tensor_layers += 1
-        self.changed += metrics.get("identical") is False
+        self.changed += unchanged(metrics) is False
         if not (math.isfinite(dist) and math.isfinite(na) and math.isfinite(nb)):
             self.non_finite = True
             return
@@ -78,7 +102,7 @@ class _Totals:
             rel = norm_ratio(dist, math.sqrt(self.aa), 0.0)
             na, nb = math.sqrt(self.aa), math.sqrt(self.bb)
             if self.changed == 0:
-                cos = 1.0  # every layer bit-identical: exactly, as each layer's own cosine is
+                cos = 1.0  # every layer holds the same values: exactly 1, not 1 - 2 ulp from the division
             elif na > 0 and nb > 0:
                 cos = max(-1.0, min(1.0, self.ab / (na * nb)))
             else:
@@ -94,20 +118,34 @@ class _Totals:
         }
 
 
-def _grouped(items: Iterable[tuple[str, dict[str, Any], float | None]], key_index: int) -> dict[str, Any]:
+def _grouped(
+    items: Iterable[tuple[str, dict[str, Any], float | None]], group: Callable[[str], str]
+) -> dict[str, Any]:
     groups: dict[str, _Totals] = {}
     for layer, metrics, score in items:
-        key = split_block(layer)[key_index]
-        if key is not None:
-            groups.setdefault(key, _Totals()).add(metrics, score)
+        groups.setdefault(group(layer), _Totals()).add(metrics, score)
     return {k: t.figures() for k, t in groups.items()}
+
+
+def _module_of(layer: str) -> str:
+    return split_block(layer)[1]
+
+
+def dtype_changed(metrics: dict[str, Any]) -> bool:
+    """Whether a compared layer is stored in another dtype in model 2 (both dtypes known)."""
+    d1, d2 = metrics.get("dtype1"), metrics.get("dtype2")
+    return isinstance(d1, str) and isinstance(d2, str) and d1 != d2
 
 
 def summarize(comparison: dict[str, Any]) -> dict[str, Any]:
     """The ``summary`` entry of a comparison, from its other entries.
 
-    ``identical_layers``/``changed_layers`` are None when no tensors were
-    compared (bit equality is unknowable from stats). Scores are the default
+    ``identical_layers``/``changed_layers`` count layers by their values
+    (see :func:`unchanged`: a lossless dtype change is not a change, though
+    the layer's own ``identical`` is False); they are None when no tensors
+    were compared (unknowable from stats). ``dtype_changed_layers`` counts the
+    compared layers stored in another dtype. ``by_block`` covers every
+    compared layer (see :func:`block_of`). Scores are the default
     ranking score (see :func:`weightscope.comparison.ranking.score_metric`);
     ``mean_score``/``max_score`` leave out NaN scores and are inf when a
     layer's score is. Global distances and cosines follow the per-layer
@@ -120,13 +158,14 @@ def summarize(comparison: dict[str, Any]) -> dict[str, Any]:
     total = _Totals()
     for _, m, score in items:
         total.add(m, score)
-    known = [m["identical"] for m in ok.values() if isinstance(m.get("identical"), bool)]
+    known = [same for same in map(unchanged, ok.values()) if same is not None]
     tensors = bool(known)
     overall = total.figures()
     return {
         "compared_layers": len(ok),
         "identical_layers": sum(known) if tensors else None,
         "changed_layers": len(known) - sum(known) if tensors else None,
+        "dtype_changed_layers": sum(map(dtype_changed, ok.values())),
         "shape_mismatches": len(comparison.get("shape_mismatches", {})),
         "only_in_model1": len(comparison.get("only_in_model1", [])),
         "only_in_model2": len(comparison.get("only_in_model2", [])),
@@ -135,6 +174,6 @@ def summarize(comparison: dict[str, Any]) -> dict[str, Any]:
         "global_l2_distance": overall["l2_distance"],
         "global_relative_l2_distance": overall["relative_l2_distance"],
         "global_cosine_similarity": overall["cosine_similarity"],
-        "by_block": _grouped(items, 0),
-        "by_module": _grouped(items, 1),
+        "by_block": _grouped(items, block_of),
+        "by_module": _grouped(items, _module_of),
     }

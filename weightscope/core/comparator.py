@@ -15,16 +15,18 @@ inf for a ratio to a zero tensor)::
     format               "weightscope.compare/1"
     weightscope_version, model1, model2 (descriptions), methods, threshold
     mode                 "tensors" (both sides read) or "stats" (a side is saved results)
-    summary              compared_layers, identical_layers, changed_layers, shape_mismatches,
-                         only_in_model1, only_in_model2, errors (counts), score_metric,
+    summary              compared_layers, identical_layers, changed_layers (by value: equal in
+                         float64), dtype_changed_layers, shape_mismatches, only_in_model1,
+                         only_in_model2, errors (counts), score_metric,
                          global_l2_distance, global_relative_l2_distance,
-                         global_cosine_similarity, by_block / by_module:
+                         global_cosine_similarity, by_block (every compared layer: its block,
+                         else its module) / by_module:
                          {group: {layers, changed_layers, l2_distance, relative_l2_distance,
                                   cosine_similarity, mean_score, max_score}}
     layer_comparisons    {model-1 layer: {shape, dtype1, dtype2, tensors_compared,
                           l2_distance, relative_l2_distance, cosine_similarity, mean_diff,
                           std_diff, l2_norm_ratio, max_abs_diff, significant_change_percentage,
-                          identical, model1_l2_norm, model2_l2_norm, norm_change,
+                          identical (bitwise), model1_l2_norm, model2_l2_norm, norm_change,
                           [spectral] condition_number_ratio, stable_rank_diff,
                           max_singular_value_ratio, update_stable_rank,
                           update_effective_rank, update_rank_90,
@@ -61,6 +63,7 @@ from ..comparison import (
     match_layers,
     normalize_name,
     summarize,
+    unchanged,
     update_spectrum,
 )
 from ..comparison.entries import error_entry, layer_entry, mismatch_entry
@@ -113,17 +116,13 @@ class _Side:
         key = self.canonical(name)
         if key in self.refs:
             return tuple(self.refs[key].shape)
-        shape = ((self.results or {}).get(key, {}).get("basic_stats") or {}).get("shape")
-        return tuple(shape) if isinstance(shape, (list, tuple)) else None
+        return self.results.layer_shape(key) if self.results is not None else None
 
     def dtype(self, name: str) -> str | None:
         key = self.canonical(name)
         if key in self.refs:
             return str(self.refs[key].dtype).removeprefix("torch.")
-        dtype = ((self.results or {}).get(key, {}).get("basic_stats") or {}).get("dtype")
-        if not isinstance(dtype, str):  # a scan without basic_stats still records it
-            dtype = getattr(self.results, "stored_dtypes", {}).get(key)
-        return dtype if isinstance(dtype, str) else None
+        return self.results.layer_dtype(key) if self.results is not None else None
 
     def methods_lacking(self, methods: list[str]) -> list[str]:
         """Of ``methods``, those this side's saved stats do not hold (stats mode only)."""
@@ -145,8 +144,8 @@ class _Side:
             wanted = methods_for(len(ref.shape), methods)
             if not all(isinstance(saved.get(m), dict) and "error" not in saved[m] for m in wanted):
                 continue
-            shape = (saved.get("basic_stats") or {}).get("shape")
-            if isinstance(shape, (list, tuple)) and tuple(shape) != tuple(ref.shape):
+            shape = self.results.layer_shape(name)
+            if shape is not None and shape != tuple(ref.shape):
                 continue
             self.reused[name] = {m: copy.deepcopy(saved[m]) for m in wanted}
 
@@ -384,7 +383,7 @@ def _run_task(task: _Task, methods: list[str], device: torch.device) -> _Output:
             # NaN, like the pair metrics of such a layer; the nan rule / basic_stats report the weights.
             out.update = {**dict.fromkeys(UPDATE_KEYS, nan),
                           "update_note": "non-finite weights (NaN/Inf); see basic_stats nan_count/inf_count"}
-        elif out.diff["identical"]:
+        elif unchanged(out.diff):  # ΔW = 0 (a lossless dtype change too): no spectrum to take
             out.update = zero_update_metrics()
         else:
             try:

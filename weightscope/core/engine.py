@@ -261,4 +261,5 @@ def scan_source(
         # Tensors the source itself could not offer (a dtype safetensors' torch side lacks, say) too.
         skipped={**getattr(source, "skipped", {}), **sel.skipped},
         stored_dtypes={key: str(ref.dtype).removeprefix("torch.") for key, ref in sel.layers},
+        stored_shapes={key: list(ref.shape) for key, ref in sel.layers},
     )

@@ -33,8 +33,10 @@ class ScanResults(dict):
     Extra information lives in attributes (not keys) so that iterating the
     dict yields layers only: ``source``, ``methods``, ``aliases`` (tied
     layer -> the layer analysed in its place), ``skipped`` (tensor name ->
-    reason) and ``stored_dtypes`` (layer -> the dtype it is stored in, e.g.
-    ``"bfloat16"``, whatever the methods).
+    reason), ``stored_dtypes`` (layer -> the dtype it is stored in, e.g.
+    ``"bfloat16"``) and ``stored_shapes`` (layer -> its shape as a list),
+    both whatever the methods: a comparison of saved scans needs them even
+    when ``basic_stats`` (which also holds them) was not run.
 
     Results returned by :meth:`Scope.scan <weightscope.Scope.scan>` of a file
     or folder also keep a private handle on it (a weak reference and a
@@ -60,6 +62,7 @@ class ScanResults(dict):
         aliases: dict[str, str] | None = None,
         skipped: dict[str, str] | None = None,
         stored_dtypes: dict[str, str] | None = None,
+        stored_shapes: dict[str, list[int]] | None = None,
     ) -> None:
         super().__init__(layers or {})
         self.source = source
@@ -67,6 +70,7 @@ class ScanResults(dict):
         self.aliases = dict(aliases or {})
         self.skipped = dict(skipped or {})
         self.stored_dtypes = dict(stored_dtypes or {})
+        self.stored_shapes = {k: [int(n) for n in v] for k, v in (stored_shapes or {}).items()}
 
     # -- the scanned source ---------------------------------------------------
     @property
@@ -92,11 +96,31 @@ class ScanResults(dict):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        self.__dict__.setdefault("stored_dtypes", {})  # pickled before it existed
+        for name in ("stored_dtypes", "stored_shapes"):  # pickled before they existed
+            self.__dict__.setdefault(name, {})
 
     # -- views -------------------------------------------------------------
     def metric(self, layer: str, method: str, key: str, default: Any = None) -> Any:
         return self.get(layer, {}).get(method, {}).get(key, default)
+
+    def _basic_stat(self, layer: str, key: str) -> Any:
+        stats = self.get(layer)
+        basic = stats.get("basic_stats") if isinstance(stats, dict) else None
+        return basic.get(key) if isinstance(basic, dict) else None
+
+    def layer_shape(self, layer: str) -> tuple[int, ...] | None:
+        """The shape of a layer as scanned: from ``basic_stats``, else ``stored_shapes`` (None if neither)."""
+        shape = self._basic_stat(layer, "shape")
+        if not isinstance(shape, (list, tuple)):
+            shape = self.stored_shapes.get(layer)
+        return tuple(int(n) for n in shape) if isinstance(shape, (list, tuple)) else None
+
+    def layer_dtype(self, layer: str) -> str | None:
+        """The stored dtype of a layer: from ``basic_stats``, else ``stored_dtypes`` (None if neither)."""
+        dtype = self._basic_stat(layer, "dtype")
+        if not isinstance(dtype, str):
+            dtype = self.stored_dtypes.get(layer)
+        return dtype if isinstance(dtype, str) else None
 
     def errors(self) -> dict[str, dict[str, str]]:
         """``layer -> method -> error message`` for every method that failed."""
@@ -133,6 +157,7 @@ class ScanResults(dict):
                 "aliases": self.aliases,
                 "skipped": self.skipped,
                 "stored_dtypes": self.stored_dtypes,
+                "stored_shapes": self.stored_shapes,
                 "layers": dict(self),
             }
         )
@@ -163,11 +188,14 @@ class ScanResults(dict):
                 aliases=data.get("aliases"),
                 skipped=data.get("skipped"),
                 stored_dtypes=data.get("stored_dtypes"),  # absent from older files: {}
+                stored_shapes=data.get("stored_shapes"),
             )
         if all(isinstance(v, dict) for v in data.values()):
             methods = sorted({m for v in data.values() for m in v})
             return cls(data, source=getattr(data, "source", origin), methods=getattr(data, "methods", methods),
-                       aliases=getattr(data, "aliases", None))
+                       aliases=getattr(data, "aliases", None), skipped=getattr(data, "skipped", None),
+                       stored_dtypes=getattr(data, "stored_dtypes", None),
+                       stored_shapes=getattr(data, "stored_shapes", None))
         raise WeightScopeError(f"{origin} is not a scan result (expected layer -> method -> metrics)")
 
     @classmethod
