@@ -212,3 +212,13 @@ def test_a_model_compared_with_itself_has_cosine_exactly_one_at_every_level():
     s = c["summary"]
     assert s["global_cosine_similarity"] == 1.0 and s["global_relative_l2_distance"] == 0.0
     assert all(g["cosine_similarity"] == 1.0 for g in (*s["by_block"].values(), *s["by_module"].values()))
+
+
+def test_same_values_in_another_dtype_have_cosine_exactly_one():
+    # For this tensor sqrt(s)**2 != s: the division alone gives 1 - 2 ulp.
+    a = torch.randn(30, 20, generator=torch.Generator().manual_seed(0)).half()
+    b = a.float()  # a lossless cast: equal values, other bits
+    out = diff_metrics(a, b)
+    assert out["identical"] is False
+    assert out["cosine_similarity"] == 1.0 and out["l2_distance"] == 0.0 and out["max_abs_diff"] == 0.0
+    assert out["l2_norm_ratio"] == 1.0

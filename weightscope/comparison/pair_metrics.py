@@ -146,8 +146,8 @@ def diff_metrics(
     if not (math.isfinite(saa) and math.isfinite(sbb)):
         # NaN/Inf weights (a NaN or Inf element makes its side's sum of squares NaN/Inf).
         return {**dict.fromkeys(DIFF_KEYS, math.nan), **norms}
-    if identical:
-        cosine = 1.0  # exactly, not 1 - 2 ulp from the division
+    if identical or (sdd == 0.0 and norm_a > 0):
+        cosine = 1.0  # the same values (maybe in another dtype): exactly, not 1 - 2 ulp from the division
     elif norm_a > 0 and norm_b > 0:
         # Rounding can push |cos| a hair past 1 for (anti)parallel tensors.
         cosine = max(-1.0, min(1.0, sab / (norm_a * norm_b)))
