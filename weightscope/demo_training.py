@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -133,12 +134,15 @@ def _save_weights(module: nn.Module, path: Path) -> Path:
     return path
 
 
-def train_demo(root: Path, steps: int = 300, console: Any = None) -> dict[str, Any]:
+def train_demo(root: Path, steps: int = 300, console: Any = None,
+               on_step: Callable[[int, int], None] | None = None) -> dict[str, Any]:
     """Train the small GPT for ``steps`` steps under :class:`WeightScopeCallback`, planting one fault.
 
     Writes under ``root``: ``checkpoints/step-<N>.safetensors`` (first and
     last), ``tensorboard/``, ``wandb/`` (an offline run) and the JSONL history.
-    Returns their paths and the alerts raised (as dicts).
+    Returns their paths and the alerts raised (as dicts). ``console``: anything
+    with ``print(text)`` for the plain-text progress messages (else they are
+    logged); ``on_step(done, total)`` is called after every training step.
     """
     import lightning.pytorch as pl
 
@@ -174,6 +178,8 @@ def train_demo(root: Path, steps: int = 300, console: Any = None) -> dict[str, A
                     model.get_parameter(f"{FAULT_LAYER}.weight").mul_(FAULT_SCALE)
                 self.paths["fault"] = Path(FAULT_LAYER)
                 say(f"step {fault_step}: planted a fault: {FAULT_LAYER} weights x{FAULT_SCALE:g}")
+            if on_step is not None:
+                on_step(trainer.global_step, steps)
 
         def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
             self.paths["last"] = _save_weights(model, ckpt_dir / f"step-{trainer.global_step:06d}.safetensors")

@@ -1,5 +1,5 @@
 import pytest
-from run_builders import build_hf_run, build_lightning_run, build_sharded_model
+from run_builders import build_hf_run, build_lightning_run, build_lightning_run_with_final, build_sharded_model
 
 
 @pytest.fixture(scope="session")
@@ -20,3 +20,15 @@ def lightning_run(tmp_path_factory):
 def sharded_model(tmp_path_factory):
     """One tiny GPT-2 in 7 shards + index (``save_pretrained(max_shard_size=...)``). Copy it before damaging it."""
     return build_sharded_model(tmp_path_factory.mktemp("sharded") / "model")
+
+
+@pytest.fixture(scope="session")
+def hf_final_run(tmp_path_factory):
+    """A real HF Trainer run of 5 steps (checkpoint-2/4/5) with ``save_model()`` + ``save_state()`` at its top."""
+    return build_hf_run(tmp_path_factory.mktemp("hf_final") / "run", max_steps=5, final=True)
+
+
+@pytest.fixture(scope="session")
+def lightning_final_run(tmp_path_factory):
+    """A real Lightning run: ``checkpoints/epoch=0-step={2,4}.ckpt`` and ``final.ckpt`` (step 5) at its top."""
+    return build_lightning_run_with_final(tmp_path_factory.mktemp("lightning_final") / "run")

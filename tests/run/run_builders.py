@@ -17,8 +17,12 @@ STEPS = [2, 4, 6]
 VOCAB, CTX = 64, 16
 
 
-def build_hf_run(out: Path) -> Path:
-    """``out/checkpoint-{2,4,6}/`` written by ``Trainer(save_steps=2)`` on a 2-layer GPT-2."""
+def build_hf_run(out: Path, max_steps: int = STEPS[-1], final: bool = False) -> Path:
+    """``out/checkpoint-{2,4,6}/`` written by ``Trainer(save_steps=2)`` on a 2-layer GPT-2.
+
+    ``final``: then ``trainer.save_model()`` and ``trainer.save_state()``, as the HF
+    example scripts do: ``out/model.safetensors`` and ``out/trainer_state.json``.
+    """
     from transformers import GPT2Config, GPT2LMHeadModel, Trainer, TrainingArguments
 
     torch.manual_seed(0)
@@ -34,10 +38,14 @@ def build_hf_run(out: Path) -> Path:
             return {"input_ids": ids, "labels": ids}
 
     args = TrainingArguments(
-        output_dir=str(out), max_steps=STEPS[-1], save_steps=2, per_device_train_batch_size=4, learning_rate=1e-2,
+        output_dir=str(out), max_steps=max_steps, save_steps=2, per_device_train_batch_size=4, learning_rate=1e-2,
         report_to=[], use_cpu=True, logging_steps=1000, disable_tqdm=True, seed=0,
     )
-    Trainer(model=model, args=args, train_dataset=Tokens()).train()
+    trainer = Trainer(model=model, args=args, train_dataset=Tokens())
+    trainer.train()
+    if final:
+        trainer.save_model()
+        trainer.save_state()
     return out
 
 
@@ -48,6 +56,42 @@ def build_lightning_run(out: Path, live_dir: Path) -> Path:
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     from weightscope.callbacks.lightning import WeightScopeCallback
+
+    torch.manual_seed(0)
+    data = torch.utils.data.TensorDataset(torch.randn(64, 8), torch.randn(64, 4))
+    trainer = L.Trainer(
+        max_steps=STEPS[-1], accelerator="cpu", logger=False, enable_progress_bar=False,
+        enable_model_summary=False, default_root_dir=str(out),
+        callbacks=[
+            ModelCheckpoint(dirpath=str(out), every_n_train_steps=2, save_top_k=-1, save_last=True),
+            WeightScopeCallback(every_n_steps=2, background=False, output_dir=live_dir,
+                                methods=["basic_stats", "spectral", "quantization"]),
+        ],
+    )
+    trainer.fit(_lightning_net(), torch.utils.data.DataLoader(data, batch_size=8))
+    return out
+
+
+def build_lightning_run_with_final(out: Path, max_steps: int = 5) -> Path:
+    """Lightning without a logger or a ``dirpath``: ``out/checkpoints/epoch=0-step={2,4}.ckpt``, then
+    ``trainer.save_checkpoint(out / "final.ckpt")`` after training (``global_step`` ``max_steps``)."""
+    import lightning as L
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    torch.manual_seed(0)
+    data = torch.utils.data.TensorDataset(torch.randn(64, 8), torch.randn(64, 4))
+    trainer = L.Trainer(
+        max_steps=max_steps, accelerator="cpu", logger=False, enable_progress_bar=False,
+        enable_model_summary=False, default_root_dir=str(out),
+        callbacks=[ModelCheckpoint(every_n_train_steps=2, save_top_k=-1, save_on_train_epoch_end=False)],
+    )
+    trainer.fit(_lightning_net(), torch.utils.data.DataLoader(data, batch_size=8))
+    trainer.save_checkpoint(out / "final.ckpt")
+    return out
+
+
+def _lightning_net():
+    import lightning as L
 
     class Net(L.LightningModule):
         def __init__(self) -> None:
@@ -61,19 +105,7 @@ def build_lightning_run(out: Path, live_dir: Path) -> Path:
         def configure_optimizers(self):
             return torch.optim.SGD(self.parameters(), lr=0.1)
 
-    torch.manual_seed(0)
-    data = torch.utils.data.TensorDataset(torch.randn(64, 8), torch.randn(64, 4))
-    trainer = L.Trainer(
-        max_steps=STEPS[-1], accelerator="cpu", logger=False, enable_progress_bar=False,
-        enable_model_summary=False, default_root_dir=str(out),
-        callbacks=[
-            ModelCheckpoint(dirpath=str(out), every_n_train_steps=2, save_top_k=-1, save_last=True),
-            WeightScopeCallback(every_n_steps=2, background=False, output_dir=live_dir,
-                                methods=["basic_stats", "spectral", "quantization"]),
-        ],
-    )
-    trainer.fit(Net(), torch.utils.data.DataLoader(data, batch_size=8))
-    return out
+    return Net()
 
 
 def build_sharded_model(out: Path) -> Path:

@@ -74,6 +74,13 @@ def test_second_run_scans_nothing_and_a_new_checkpoint_scans_one(hf_run, tmp_pat
     more = weightscope.scan_run(run, methods=["basic_stats", "spectral", "quantization"])
     assert counts() == {"analysed": 4 * layers, "diffed": 0}
     assert more.scanned == [*STEPS, 8] and "quantization" in more[8][next(iter(more[8]))]
+    # Served from the cache (a subset) or merged with it, results keep what the tensors are stored as.
+    weights = load_file(run / "checkpoint-8" / "model.safetensors")  # as stored: float32
+    for results in (again[STEPS[0]], more[8]):
+        for layer, per in results.items():
+            t = weights[f"{layer}.weight"] if f"{layer}.weight" in weights else weights[layer]
+            assert results.stored_shapes[layer] == list(t.shape), layer
+            assert results.stored_dtypes[layer] == str(t.dtype).removeprefix("torch."), layer
 
 
 def test_cache_dir_elsewhere_and_no_cache(hf_run, tmp_path, counts):

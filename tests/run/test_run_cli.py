@@ -2,8 +2,11 @@
 
 import json
 
+import numpy as np
 import pytest
+import torch
 from run_builders import STEPS, copy_run
+from safetensors.torch import save_file
 
 from weightscope.cli.main import main
 from weightscope.run.trajectory import RUN_FORMAT
@@ -46,13 +49,17 @@ def test_single_model_folder_keeps_plain_scan(hf_run, capsys):
     ("args", "message"),
     [
         (["--steps", "2"], "is not a run folder"),
+        (["--steps", "1,2"], "is not a run folder"),
+        (["--last", "2"], "is not a run folder"),
         (["--tensorboard", "tb"], "is not a run folder"),
     ],
 )
-def test_run_flags_on_a_single_model_say_so_in_one_line(hf_run, capsys, args, message):
-    assert main(["scan", "--model", str(hf_run / "checkpoint-2"), "--quiet", *args]) == 1
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and err.startswith("weightscope: error:") and message in err
+@pytest.mark.parametrize("quiet", [["--quiet"], []])
+def test_run_flags_on_a_single_model_say_so_in_one_line(hf_run, capsys, args, message, quiet):
+    assert main(["scan", "--model", str(hf_run / "checkpoint-2"), *quiet, *args]) == 1
+    err = capsys.readouterr().err
+    # Nothing before the error either: no blank line left by a progress bar that never had a run.
+    assert err.startswith("weightscope: error:") and len(err.splitlines()) == 1 and message in err, repr(err)
 
 
 def test_unknown_step_and_bad_flags(hf_run, capsys):
@@ -119,3 +126,56 @@ def test_a_run_scan_that_analyses_nothing_says_why(hf_run, tmp_path, capsys):
     said = [line for line in err.splitlines() if "warning" in line]
     assert said == ["weightscope: warning: nothing analysed in 3 checkpoints: every tensor is filtered out by "
                     "--layers '^nomatch'"], err
+
+
+def _bracketed_run(folder):
+    """``folder/step_{1,2}.safetensors`` with a layer ``net[red]`` that turns NaN at step 2 (a nan alert)."""
+    folder.mkdir()
+    g = torch.Generator().manual_seed(5)
+    weights = {1: torch.randn(8, 4, generator=g)}
+    weights[2] = weights[1] * 1.01
+    weights[2][0, 0] = float("nan")
+    for step, w in weights.items():
+        save_file({"net[red].weight": w, "fc.weight": torch.full((4, 4), float(step))},
+                  str(folder / f"step_{step}.safetensors"))
+    return weights
+
+
+def test_run_report_prints_bracketed_folder_layer_and_alert_as_written(tmp_path, capsys):
+    run = tmp_path / "exp[v2]"
+    weights = _bracketed_run(run)
+    (run / "final[v2].pt").write_bytes(b"")  # no step: listed as ignored, under its own name
+    out = tmp_path / "exp[v2].json"
+    assert main(["scan", "--model", str(run), "--methods", "basic_stats", "--no-cache", "-q", "-o", str(out)]) == 0
+    printed = capsys.readouterr()
+    assert f"WeightScope run {run}: 2 checkpoints (steps 1..2)" in printed.out, printed.out
+    assert "ignored final[v2].pt: no step in its name" in printed.out
+    alerts = [[cell.strip() for cell in line.split("│")[1:-1]]
+              for line in printed.out.splitlines() if "ERROR" in line]
+    assert alerts == [["2", "ERROR", "nan", "net[red]", "1 NaN and 0 Inf values in net[red]"]], printed.out
+    assert f"Results written to {out}" in printed.err
+    data = _strict(out)
+    assert [a["layer"] for a in data["alerts"] if a["rule"] == "nan"] == ["net[red]"]
+    first = data["checkpoints"][0]["layers"]["net[red]"]["basic_stats"]
+    assert first["l2_norm"] == pytest.approx(np.linalg.norm(weights[1].double().numpy()), rel=1e-12)
+
+
+def test_replay_paths_are_checked_before_the_run_is_scanned(tmp_path, capsys):
+    run = tmp_path / "run"
+    _bracketed_run(run)
+    (tmp_path / "mk.py").write_text("print('hi')\n")
+    for flag, path, said in (
+        ("--tensorboard", tmp_path / "mk.py", f"cannot write TensorBoard logs to {tmp_path / 'mk.py'}: it is a file, "
+                                               "not a folder"),
+        ("--tensorboard", tmp_path / "mk.py" / "tb", f"{tmp_path / 'mk.py'} is a file, not a folder"),
+        # A file, like --output: its folder must exist (it was created, unlike --output's).
+        ("--jsonl", tmp_path / "nonexist" / "x.jsonl", f"folder {tmp_path / 'nonexist'} does not exist"),
+    ):
+        assert main(["scan", "--model", str(run), flag, str(path), "-q"]) == 1
+        err = capsys.readouterr().err
+        assert len(err.splitlines()) == 1 and err.startswith("weightscope: error:") and said in err, err
+        assert not (run / ".weightscope-cache").exists()  # checked before any scan
+    assert not (tmp_path / "nonexist").exists()
+    # A TensorBoard folder that does not exist yet is made, with its parents, as TensorBoard does.
+    assert main(["scan", "--model", str(run), "--tensorboard", str(tmp_path / "new" / "tb"), "-q", "--no-cache"]) == 0
+    assert any((tmp_path / "new" / "tb").glob("events.out.tfevents.*"))

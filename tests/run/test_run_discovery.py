@@ -2,11 +2,13 @@ import json
 import os
 import shutil
 
+import numpy as np
 import pytest
 import torch
-from run_builders import STEPS, copy_run
+from run_builders import STEPS, copy_run, hf_weights, lightning_weights
 from safetensors.torch import save_file
 
+from weightscope.cli.main import main
 from weightscope.errors import ConfigError, SourceError
 from weightscope.run.discovery import discover_run, is_run_folder, select_checkpoints, step_from_name
 
@@ -154,3 +156,89 @@ def test_trainer_output_with_final_sharded_model_beside_checkpoints_is_still_a_r
     shards = sorted(p.name for p in listing.ignored)
     assert shards == [f"model-0000{i}-of-00007.safetensors" for i in range(1, 8)]
     assert all("shard" in why for why in listing.ignored.values())
+
+
+def _scanned_norms(run, tmp_path, capsys):
+    """Each checkpoint's per-layer L2 norms as ``weightscope scan`` of the run folder writes them."""
+    out = tmp_path / "run.json"
+    assert main(["scan", "--model", str(run), "--methods", "basic_stats", "--no-cache", "-q", "-o", str(out)]) == 0
+    capsys.readouterr()
+    data = json.loads(out.read_text())
+    norms = {cp["step"]: {layer: m["basic_stats"]["l2_norm"] for layer, m in cp["layers"].items()}
+             for cp in data["checkpoints"]}
+    return data, norms
+
+
+def _assert_norms(norms, reference):
+    assert set(norms) == set(reference)
+    for layer, w in reference.items():
+        assert norms[layer] == pytest.approx(np.linalg.norm(w), rel=1e-9), layer
+
+
+def test_lightning_final_ckpt_beside_checkpoints_joins_the_run_at_its_global_step(lightning_final_run, tmp_path,
+                                                                                   capsys):
+    run = copy_run(lightning_final_run, tmp_path / "run")
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["epoch=0-step=2.ckpt", "epoch=0-step=4.ckpt"]
+    listing = discover_run(run)
+    assert [(cp.step, cp.path.relative_to(run).as_posix(), cp.step_from) for cp in listing.checkpoints] == [
+        (2, "checkpoints/epoch=0-step=2.ckpt", "name"), (4, "checkpoints/epoch=0-step=4.ckpt", "name"),
+        (5, "final.ckpt", "global_step")]
+    assert listing.ignored == {}
+    assert torch.load(run / "final.ckpt", weights_only=True)["global_step"] == 5  # what Lightning saved
+    data, norms = _scanned_norms(run, tmp_path, capsys)
+    _assert_norms(norms[5], lightning_weights(run / "final.ckpt"))
+    assert [(d["step"], d["previous_step"]) for d in data["drift"]][1:] == [(4, 2), (5, 4)]
+
+
+def test_a_final_ckpt_that_repeats_a_step_or_has_none_is_listed_as_ignored(lightning_final_run, tmp_path):
+    run = copy_run(lightning_final_run, tmp_path / "run")
+    shutil.copy(run / "checkpoints" / "epoch=0-step=4.ckpt", run / "final.ckpt")  # saved right after step 4
+    torch.save({"w": torch.ones(2, 2)}, run / "exported.pt")  # a plain state dict: no step anywhere
+    listing = discover_run(run)
+    assert listing.steps == [2, 4]
+    assert listing.ignored == {
+        run / "final.ckpt": "same step 4 as epoch=0-step=4.ckpt",
+        run / "exported.pt": "beside checkpoints/, with no step in its name (rename it step_N.* to include it)",
+    }
+
+
+def test_trainer_final_model_on_the_last_save_step_is_ignored_as_that_checkpoint(hf_final_run):
+    # This Trainer saved checkpoint-5 at its last step too: the final model is those weights again.
+    listing = discover_run(hf_final_run)
+    assert listing.steps == [2, 4, 5] and listing.checkpoints[-1].path.name == "checkpoint-5"
+    assert listing.ignored == {hf_final_run / "model.safetensors":
+                               "the Trainer's final model (Trainer.save_model), same step 5 as checkpoint-5, "
+                               "which holds the same weights"}
+    np.testing.assert_array_equal(*(hf_weights(p)["transformer.h.0.mlp.c_fc"]
+                                    for p in (hf_final_run, hf_final_run / "checkpoint-5")))
+
+
+def test_trainer_final_model_after_the_last_save_step_joins_at_trainer_state_step(hf_final_run, tmp_path, capsys):
+    # Training that ends between save steps: no checkpoint-5, only the final model at step 5.
+    run = copy_run(hf_final_run, tmp_path / "run")
+    shutil.rmtree(run / "checkpoint-5")
+    listing = discover_run(run)
+    assert [(cp.step, cp.path.name, cp.step_from) for cp in listing.checkpoints] == [
+        (2, "checkpoint-2", "name"), (4, "checkpoint-4", "name"), (5, "model.safetensors", "global_step")]
+    assert listing.ignored == {}
+    _, norms = _scanned_norms(run, tmp_path, capsys)
+    _assert_norms(norms[5], hf_weights(run))
+
+
+def test_trainer_final_model_of_unknown_step_says_why_not_rename_it(hf_final_run, tmp_path):
+    run = copy_run(hf_final_run, tmp_path / "run")
+    shutil.rmtree(run / "checkpoint-5")
+    state = json.loads((run / "trainer_state.json").read_text())
+    (run / "trainer_state.json").unlink()
+    listing = discover_run(run)
+    assert listing.steps == [2, 4]
+    why = listing.ignored[run / "model.safetensors"]
+    assert why.startswith("the Trainer's final model (Trainer.save_model), whose step is unknown without a "
+                          "trainer_state.json beside it (Trainer.save_state() writes one)") and "rename" not in why
+    # load_best_model_at_end would leave the best checkpoint's weights in it, under the last step's number.
+    (run / "trainer_state.json").write_text(json.dumps({**state, "best_model_checkpoint": str(run / "checkpoint-2")}))
+    listing = discover_run(run)
+    assert listing.steps == [2, 4]
+    assert listing.ignored[run / "model.safetensors"] == (
+        "the Trainer's final model (Trainer.save_model), which may hold the weights of the best checkpoint "
+        "(checkpoint-2, load_best_model_at_end) rather than those of step 5")

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     Progress,
@@ -16,10 +18,25 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
+
+class _Console(Console):
+    """A rich console that lets a closed pipe (``| head``) reach ``main``, which owns the exit code."""
+
+    def on_broken_pipe(self) -> None:
+        # rich's own handler exits with 1, indistinguishable from a failed scan.
+        self.quiet = True
+        raise  # noqa: PLE0704 - called from rich's `except BrokenPipeError:` block, re-raises that error
+
+
 # Tables go to stdout; progress and errors to stderr so `> file` stays clean.
 # Piped output gets wide tables rather than rich's 80-column default.
-stdout = Console(width=None if sys.stdout.isatty() else 160)
-stderr = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
+stdout = _Console(width=None if sys.stdout.isatty() else 160)
+stderr = _Console(stderr=True, width=None if sys.stderr.isatty() else 160)
+
+
+def say_written(what: str, where: str | Path) -> None:
+    """``<what> written to <where>`` on stderr, the path as typed (``out[v2].json`` is not markup)."""
+    stderr.print(f"{what} written to {escape(str(where))}", soft_wrap=True)
 
 
 class ProgressBar:

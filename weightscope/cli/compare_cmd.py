@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from ..comparison import DIFF_KEYS, STATS_METRICS, UPDATE_KEYS
@@ -15,7 +16,7 @@ from ..comparison.ranking import find_most_changed_layers, lowest_first, score_l
 from ..comparison.summary import dtype_changed
 from ..sinks.files import check_output_path, is_table_path, write_json, write_table
 from ..sinks.terminal import fmt
-from .common import ProgressBar, add_engine_flags, positive_int, stderr, stdout
+from .common import ProgressBar, add_engine_flags, positive_int, say_written, stderr, stdout
 
 #: Metrics --rank-by accepts (numeric per-layer metrics).
 RANKABLE = sorted(
@@ -93,8 +94,7 @@ def run(args: argparse.Namespace) -> int:
         )
     elapsed = time.perf_counter() - started
     if args.output:  # first: a report that cannot be drawn (a --rank-by this comparison lacks) loses nothing
-        path = _save(comparison, args.output)
-        stderr.print(f"Comparison written to {path}")
+        say_written("Comparison", _save(comparison, args.output))
     render_comparison(comparison, stdout, top=args.top_changes, by=args.rank_by)
     if not args.quiet:
         stderr.print(f"Compared in {elapsed:.1f} s")
@@ -119,7 +119,7 @@ def _names(console: Console, title: str, names: list[str]) -> None:
         return
     shown = ", ".join(names[:_NAMES_SHOWN])
     more = f" ... and {len(names) - _NAMES_SHOWN} more" if len(names) > _NAMES_SHOWN else ""
-    console.print(f"[yellow]{title} ({len(names)}):[/yellow] {shown}{more}")
+    console.print(f"[yellow]{title} ({len(names)}):[/yellow] {escape(shown)}{more}")
 
 
 def _counts_line(comparison: dict[str, Any]) -> str:
@@ -166,7 +166,7 @@ def render_comparison(comparison: dict[str, Any], console: Console, top: int = 1
     """Counts, the top changes, shape mismatches and unpaired layers, as rich tables."""
     s = comparison["summary"]
     console.print(
-        f"[bold]WeightScope compare[/bold] {comparison['model1']} -> {comparison['model2']} "
+        f"[bold]WeightScope compare[/bold] {escape(str(comparison['model1']))} -> {escape(str(comparison['model2']))} "
         f"({comparison['mode']}; methods: {', '.join(comparison['methods'])})"
     )
     console.print(_counts_line(comparison))
@@ -185,7 +185,7 @@ def render_comparison(comparison: dict[str, Any], console: Console, top: int = 1
         for col in ("layer", "score", *(header for _, header, _ in columns)):
             t.add_column(col, justify="left" if col == "layer" else "right")
         for layer, score, m in rows:
-            t.add_row(layer, fmt(score), *(fmt(m.get(key), digits) for key, _, digits in columns))
+            t.add_row(escape(layer), fmt(score), *(fmt(m.get(key), digits) for key, _, digits in columns))
         console.print(t)
 
     if comparison["shape_mismatches"]:
@@ -193,7 +193,7 @@ def render_comparison(comparison: dict[str, Any], console: Console, top: int = 1
         for col in ("layer", "shape 1", "shape 2", "mean diff", "std diff", "wasserstein"):
             t.add_column(col, justify="left" if col == "layer" else "right")
         for layer, m in comparison["shape_mismatches"].items():
-            t.add_row(layer, "x".join(map(str, m["shape1"] or [])), "x".join(map(str, m["shape2"] or [])),
+            t.add_row(escape(layer), "x".join(map(str, m["shape1"] or [])), "x".join(map(str, m["shape2"] or [])),
                       fmt(m.get("mean_diff")), fmt(m.get("std_diff")), fmt(m.get("wasserstein_distance")))
         console.print(t)
 
@@ -203,12 +203,12 @@ def render_comparison(comparison: dict[str, Any], console: Console, top: int = 1
     if mapping:
         first = next(iter(mapping.items()))
         console.print(f"{len(mapping)} layer(s) paired after removing wrapper prefixes "
-                      f"(e.g. {first[0]} <-> {first[1]})")
+                      f"(e.g. {escape(first[0])} <-> {escape(first[1])})")
     errors = {k: m["error"] for k, m in comparison["layer_comparisons"].items() if "error" in m}
     if errors:
         t = Table(title="[red]Comparison errors", title_justify="left")
         t.add_column("layer")
         t.add_column("error")
         for layer, msg in errors.items():
-            t.add_row(layer, msg)
+            t.add_row(escape(layer), escape(str(msg)))
         console.print(t)

@@ -1,7 +1,10 @@
 """``weightscope`` command line: subcommands, error handling, exit codes.
 
 Exit codes: 0 success, 1 an error while working (one line on stderr; the
-traceback only with ``--debug``), 2 bad usage (argparse).
+traceback only with ``--debug``), 2 bad usage (argparse), 130 interrupted,
+141 stdout closed early (``weightscope scan ... -o x.json | head``): output
+files are written before the report, so they are whole; 141 is 128 + SIGPIPE,
+the status of a Unix tool that a closed pipe stops.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 
 from .._version import __version__
@@ -59,7 +63,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # here, not at exit, so that a closed pipe is caught below
+        return code
+    except BrokenPipeError:
+        return _stdout_closed()
     except WeightScopeError as exc:
         if args.debug:
             raise
@@ -73,6 +81,24 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"weightscope: error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)", file=sys.stderr)
         return 1
+
+
+#: 128 + SIGPIPE: what a shell reports for a tool stopped by a closed pipe.
+EXIT_STDOUT_CLOSED = 141
+
+
+def _stdout_closed() -> int:
+    """The reader of our stdout went away: not an error worth a message, and nothing more to say.
+
+    Python's documented idiom (see the ``signal`` module's note on SIGPIPE):
+    point stdout at devnull so the flush at exit does not raise again.
+    """
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # a stdout without a file descriptor (captured, in-process)
+        pass
+    return EXIT_STDOUT_CLOSED
 
 
 if __name__ == "__main__":

@@ -17,7 +17,8 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ..errors import ConfigError
-from .common import positive_int, stderr, stdout
+from ..sinks.files import check_folder_path, check_location
+from .common import positive_int, say_written, stderr, stdout
 
 _RUN_FLAGS = ("steps", "every", "last", "cache", "no_cache", "tensorboard", "wandb_project", "jsonl", "histograms")
 
@@ -41,11 +42,13 @@ def add_run_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--cache", default=None, metavar="DIR",
                    help="keep per-checkpoint results here (default: RUN/.weightscope-cache)")
     g.add_argument("--no-cache", action="store_true", help="scan everything, keep nothing")
-    g.add_argument("--tensorboard", default=None, metavar="DIR", help="replay the run into TensorBoard logs in DIR")
+    g.add_argument("--tensorboard", default=None, metavar="DIR",
+                   help="replay the run into TensorBoard logs in DIR (created if missing)")
     g.add_argument("--wandb-project", default=None, metavar="NAME", help="replay the run into a new W&B run")
     g.add_argument("--wandb-mode", default=None, choices=("online", "offline", "disabled"),
                    help="W&B mode for the replay (default: W&B's own setting)")
-    g.add_argument("--jsonl", default=None, metavar="FILE", help="replay as the callbacks' JSONL history")
+    g.add_argument("--jsonl", default=None, metavar="FILE",
+                   help="replay as the callbacks' JSONL history (its folder must exist)")
     g.add_argument("--histograms", action="store_true",
                    help="replay each layer's weight histogram too (TensorBoard, W&B)")
 
@@ -63,16 +66,18 @@ class RunProgressBar:
     """Checkpoints done / total, and the tensors of the checkpoint being read, on stderr."""
 
     def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
         self._bar: Progress | None = None
-        if not quiet:
-            self._bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TimeElapsedColumn(), console=stderr)
-            self._bar.start()
         self._ckpts: Any = None
         self._tensors: Any = None
 
     def begin_run(self, checkpoints: int) -> None:
-        if self._bar is not None:
+        # Started here, once the run is found: a bar started and stopped empty leaves a blank line
+        # above a "not a run folder" error.
+        if not self.quiet and self._bar is None:
+            self._bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TimeElapsedColumn(), console=stderr)
+            self._bar.start()
             self._ckpts = self._bar.add_task("checkpoints", total=checkpoints)
             self._tensors = self._bar.add_task("tensors", total=None)
 
@@ -104,8 +109,8 @@ def _sinks(args: argparse.Namespace, traj: Any) -> list[Any]:
         from ..sinks.tensorboard import TensorBoardSink
 
         if any(Path(args.tensorboard).glob("events.out.tfevents.*")):
-            stderr.print(f"[yellow]{args.tensorboard} already holds TensorBoard events; the replay adds its own "
-                         "event file, and TensorBoard shows both. Use a new folder for a clean chart.")
+            stderr.print(f"[yellow]{escape(args.tensorboard)} already holds TensorBoard events; the replay adds "
+                         "its own event file, and TensorBoard shows both. Use a new folder for a clean chart.")
         sinks.append(TensorBoardSink(args.tensorboard, histograms=args.histograms))
     if args.wandb_project:
         from ..sinks.wandb import WandbSink
@@ -131,6 +136,7 @@ def run_folder(args: argparse.Namespace) -> int:
         raise ConfigError("--revision applies to Hub ids, not to a local run folder")
     if args.no_cache and args.cache:
         raise ConfigError("--cache and --no-cache contradict each other; pass one")
+    _check_sink_paths(args)
     started = time.perf_counter()
     bar = RunProgressBar(args.quiet)
     try:
@@ -143,14 +149,10 @@ def run_folder(args: argparse.Namespace) -> int:
     finally:
         bar.close()
     elapsed = time.perf_counter() - started
-    render_run_report(traj, stdout, top=args.top_issues)
-    if len(traj) and not traj.layers:
-        stderr.print(f"[yellow]weightscope: warning: {escape(_nothing_in_run(traj, args))}", soft_wrap=True,
-                     highlight=False)
+    # Every file before the report: a reader that closes stdout early (`| head`) must not cost one.
     # Results first: a sink that fails to open must not cost them.
     if args.output:
-        path = traj.save(args.output)
-        stderr.print(f"Results written to {path}")
+        say_written("Results", traj.save(args.output))
     sinks = _sinks(args, traj)
     try:
         traj.replay(*sinks)
@@ -159,11 +161,23 @@ def run_folder(args: argparse.Namespace) -> int:
             sink.close()
     for what, where in (("TensorBoard", args.tensorboard), ("JSONL history", args.jsonl)):
         if where:
-            stderr.print(f"{what} written to {where}")
+            say_written(what, where)
+    render_run_report(traj, stdout, top=args.top_issues)
+    if len(traj) and not traj.layers:
+        stderr.print(f"[yellow]weightscope: warning: {escape(_nothing_in_run(traj, args))}", soft_wrap=True,
+                     highlight=False)
     if not args.quiet:
         stderr.print(f"{len(traj)} checkpoints in {elapsed:.1f} s ({len(traj.scanned)} scanned, "
                      f"{traj.compared} comparisons)")
     return 0
+
+
+def _check_sink_paths(args: argparse.Namespace) -> None:
+    """The replay's files and folders, checked before the run is scanned, as --output is."""
+    if args.tensorboard:
+        check_folder_path(args.tensorboard, "TensorBoard logs")
+    if args.jsonl:  # a file, like --output: its folder must exist
+        check_location(Path(args.jsonl))
 
 
 def _nothing_in_run(traj: Any, args: argparse.Namespace) -> str:

@@ -12,7 +12,7 @@ from ..core.results import ScanResults
 from ..core.scope import Scope
 from ..sinks.files import check_output_path
 from ..sinks.terminal import render_scan_report
-from .common import ProgressBar, add_engine_flags, positive_int, stderr, stdout
+from .common import ProgressBar, add_engine_flags, positive_int, say_written, stderr, stdout
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -67,12 +67,12 @@ def run(args: argparse.Namespace) -> int:
         names = {ref.name for ref in scope.source.refs()} | set(results.skipped)
         empty = why_nothing_analysed(results, len(names), args) if not results else None
     elapsed = time.perf_counter() - started
+    # The file first: a reader that closes stdout early (`| head`) must not cost it.
+    if args.output:
+        say_written("Results", results.save(args.output))
     render_scan_report(results, stdout, top=args.top_issues)
     if empty:
         stderr.print(f"[yellow]weightscope: warning: {escape(empty)}", soft_wrap=True, highlight=False)
-    if args.output:
-        path = results.save(args.output)
-        stderr.print(f"Results written to {path}")
     if not args.quiet:
         stderr.print(f"Scanned {len(results)} layers in {elapsed:.1f} s")
     return 0

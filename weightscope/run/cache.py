@@ -84,6 +84,8 @@ def subset_methods(results: ScanResults, methods: list[str]) -> ScanResults:
         methods=[m for m in methods if m in results.methods],
         aliases=results.aliases,
         skipped=results.skipped,
+        stored_dtypes=results.stored_dtypes,
+        stored_shapes=results.stored_shapes,
     )
 
 
@@ -93,7 +95,9 @@ def merge_methods(old: ScanResults | None, new: ScanResults) -> ScanResults:
         return new
     layers = {layer: {**old.get(layer, {}), **per} for layer, per in new.items()}
     methods = list(dict.fromkeys([*old.methods, *new.methods]))
-    return ScanResults(layers, source=new.source, methods=methods, aliases=new.aliases, skipped=new.skipped)
+    return ScanResults(layers, source=new.source, methods=methods, aliases=new.aliases, skipped=new.skipped,
+                       stored_dtypes={**old.stored_dtypes, **new.stored_dtypes},
+                       stored_shapes={**old.stored_shapes, **new.stored_shapes})
 
 
 class RunCache:

@@ -2,7 +2,8 @@
 
 Only names are read here, except for Lightning ``.ckpt`` files whose name
 has no step: their ``global_step`` is read from the pickle (memory-mapped,
-tensors untouched). Step patterns, tried in this order on the name without
+tensors untouched); and a ``Trainer``'s ``trainer_state.json`` for the step
+of its final model. Step patterns, tried in this order on the name without
 its weight suffix (``.safetensors .pt .pth .bin .ckpt``):
 
 1. ``checkpoint-N`` folders (Hugging Face ``Trainer``, ``save_steps``);
@@ -13,10 +14,14 @@ its weight suffix (``.safetensors .pt .pth .bin .ckpt``):
 4. a trailing number after ``_``, ``-`` or ``.`` (``model_500.safetensors``,
    ``ckpt-500.pt``), shard names (``x-00001-of-00003``) excepted;
 5. a ``.ckpt`` without a step in its name (``last.ckpt``): its own ``global_step``;
+   the final model a ``Trainer`` saved beside its ``checkpoint-N`` folders: the
+   ``global_step`` of the ``trainer_state.json`` beside it;
 6. when no file has a step at all: modification time, steps numbered 0, 1, 2...
 
 Checkpoints are looked for in the folder itself, else in its ``checkpoints/``
-subfolder (Lightning without a logger).
+subfolder (Lightning without a logger); then the weight files beside that
+subfolder (``trainer.save_checkpoint("final.ckpt")``) join the run when their
+step is known (patterns 1-5) and are listed in ``ignored`` when it is not.
 
 A folder with a Hugging Face index (``*.safetensors.index.json``,
 ``*.bin.index.json``) or with shard-named files (``x-00001-of-00003.*``)
@@ -28,6 +33,7 @@ final model saved next to its checkpoints) make it a run.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from collections.abc import Sequence
@@ -47,7 +53,8 @@ _STEP_WORD = re.compile(r"(?:^|[^a-z])(?:global_step|step|iteration|iter)[_-]?(\
 _TRAILING = re.compile(r"[_.-](\d+)$")
 _SHARD = re.compile(r"-\d+-of-\d+$")
 
-#: Where a step came from, in the order the patterns are tried.
+#: Where a step came from, in the order the patterns are tried. ``global_step``: a ``.ckpt``'s own,
+#: or, for a ``Trainer``'s final model, that of the ``trainer_state.json`` beside it.
 STEP_SOURCES = ("name", "global_step", "mtime")
 
 
@@ -120,21 +127,29 @@ def _sharded_model(folder: Path, files: list[Path]) -> Path | None:
 
 
 def _run_root(folder: Path) -> Path | None:
-    """The folder that holds the run's checkpoints, judged by names alone; None if not a run."""
-    for root in (folder, folder / "checkpoints"):
-        if not root.is_dir():
-            continue
-        dirs, files = _entries(root)
-        if dirs:
-            return root
-        if _sharded_model(root, files) is not None:
-            continue  # one sharded model (whole or not), never a run of its shards
-        named = [p for p in files if step_from_name(p.name) is not None]
-        if any(_LIGHTNING.search(p.name) for p in files) or len(named) >= 2:
-            return root
-        if len(files) >= 2 and not _is_single_model(root):
-            return root
+    """The folder that holds the run's checkpoints, judged by names alone; None if not a run.
+
+    Names that state steps anywhere win over several files with none: Lightning's
+    ``checkpoints/epoch=..-step=..`` is the run even with two stepless files beside it.
+    """
+    roots = [root for root in (folder, folder / "checkpoints") if root.is_dir()]
+    for by_names in (True, False):
+        for root in roots:
+            if _holds_run(root, by_names):
+                return root
     return None
+
+
+def _holds_run(root: Path, by_names: bool) -> bool:
+    dirs, files = _entries(root)
+    if dirs:
+        return True
+    if _sharded_model(root, files) is not None:
+        return False  # one sharded model (whole or not), never a run of its shards
+    if by_names:
+        named = [p for p in files if step_from_name(p.name) is not None]
+        return any(_LIGHTNING.search(p.name) for p in files) or len(named) >= 2
+    return len(files) >= 2 and not _is_single_model(root)
 
 
 def _is_single_model(folder: Path) -> bool:
@@ -174,34 +189,103 @@ def discover_run(folder: str | Path) -> RunListing:
         )
     dirs, files = _entries(root)
     listing = RunListing(folder=root)
-    stepped: list[Checkpoint] = []
-    stepless: list[Path] = []
-    for path in [*dirs, *files]:
-        step = step_from_name(path.name)
-        if step is None and path.suffix.lower() == ".ckpt":
-            step = _lightning_global_step(path)
-            if step is not None:
-                stepped.append(Checkpoint(step, path, "global_step", _mtime(path)))
-                continue
-        if step is None and _is_shard(path):
-            # Beside checkpoint-N/ folders: the final model's shards, never checkpoints of their own.
-            listing.ignored[path] = "a shard of a sharded model, not a checkpoint"
-            log.info("%s: ignored, a shard of a sharded model", path)
-        elif step is None:
-            stepless.append(path)
-        else:
-            stepped.append(Checkpoint(step, path, "name", _mtime(path)))
+    final, final_files = _trainer_final_model(root, dirs, files, listing.ignored)
+    stepped, stepless = _read_steps([*dirs, *(p for p in files if p not in final_files)], listing.ignored)
+    if final is not None:
+        stepped.append(final)
+    if root != folder:
+        # Beside checkpoints/: what the user saved at the end (trainer.save_checkpoint("final.ckpt")).
+        beside, unknown = _read_steps(checkpoint_candidates(folder), listing.ignored)
+        stepped += beside
+        for path in unknown:
+            _ignore(listing.ignored, path, f"beside {root.name}/, with {_NO_STEP}")
     if stepped:
         for path in stepless:
-            listing.ignored[path] = "no step in its name (rename it step_N.* to include it)"
-            log.info("%s: ignored, no step in its name", path)
+            _ignore(listing.ignored, path, _NO_STEP)
         listing.checkpoints = _dedupe(stepped, listing.ignored)
+        if final is not None and final.path in listing.ignored:  # its step has a checkpoint-N of its own
+            listing.ignored[final.path] = f"{_FINAL}, {listing.ignored[final.path]}, which holds the same weights"
     else:
         # Nothing names a step: modification time is the only order there is.
         ordered = sorted(stepless, key=lambda p: (_mtime(p), natural_key(p)))
         listing.checkpoints = [Checkpoint(i, p, "mtime", _mtime(p)) for i, p in enumerate(ordered)]
         log.warning("%s: no checkpoint names a step; ordered by modification time, steps are positions", root)
     return listing
+
+
+_NO_STEP = "no step in its name (rename it step_N.* to include it)"
+_FINAL = "the Trainer's final model (Trainer.save_model)"
+
+
+def _ignore(ignored: dict[Path, str], path: Path, why: str) -> None:
+    ignored[path] = why
+    log.info("%s: ignored, %s", path, why)
+
+
+def _read_steps(paths: list[Path], ignored: dict[Path, str]) -> tuple[list[Checkpoint], list[Path]]:
+    """(checkpoints whose step is known, paths whose step is not); shards go to ``ignored``."""
+    stepped: list[Checkpoint] = []
+    stepless: list[Path] = []
+    for path in paths:
+        step = step_from_name(path.name)
+        if step is not None:
+            stepped.append(Checkpoint(step, path, "name", _mtime(path)))
+        elif path.suffix.lower() == ".ckpt" and (step := _lightning_global_step(path)) is not None:
+            stepped.append(Checkpoint(step, path, "global_step", _mtime(path)))
+        elif _is_shard(path):
+            # Beside checkpoint-N/ folders: the final model's shards, never checkpoints of their own.
+            _ignore(ignored, path, "a shard of a sharded model, not a checkpoint")
+        else:
+            stepless.append(path)
+    return stepped, stepless
+
+
+def _trainer_final_model(root: Path, dirs: list[Path], files: list[Path],
+                         ignored: dict[Path, str]) -> tuple[Checkpoint | None, set[Path]]:
+    """The model ``Trainer.save_model()`` wrote beside the ``checkpoint-N/`` folders, and its files.
+
+    Its step is the ``global_step`` of the ``trainer_state.json`` beside it
+    (``Trainer.save_state()``). Without one it cannot be placed in the run: its
+    files go to ``ignored`` saying so, and the checkpoint is None.
+    """
+    if not dirs or not files:
+        return None, set()
+    try:
+        model = resolve_weight_files(root).files
+    except SourceError:
+        return None, set()  # not one whole model: each file is judged on its own
+    if any(step_from_name(p.name) is not None for p in model):
+        return None, set()
+    step, unknown = _trainer_state_step(root)
+    if step is not None:
+        # A sharded final model is the folder's own model: the run folder stands for it.
+        path = model[0] if len(model) == 1 else root
+        return Checkpoint(step, path, "global_step", max(_mtime(p) for p in model)), set(model)
+    what = f"a shard of {_FINAL.removeprefix('the ')}" if len(model) > 1 else _FINAL
+    for path in model:
+        _ignore(ignored, path, f"{what}, {unknown}")
+    return None, set(model)
+
+
+def _trainer_state_step(root: Path) -> tuple[int | None, str]:
+    """(``global_step`` of ``root/trainer_state.json``, else None and why the final model's step is unknown)."""
+    state = root / "trainer_state.json"
+    if not state.is_file():
+        return None, ("whose step is unknown without a trainer_state.json beside it (Trainer.save_state() writes "
+                      "one); when training ended on a save step it holds the same weights as the last checkpoint-N")
+    try:
+        data = json.loads(state.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        return None, f"whose step is unknown: {state.name} is unreadable ({exc})"
+    step = data.get("global_step") if isinstance(data, dict) else None
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        return None, f"whose step is unknown: {state.name} has no global_step"
+    if best := data.get("best_model_checkpoint"):
+        # load_best_model_at_end leaves the best checkpoint's weights in the final model, and
+        # trainer_state.json does not say whether it was on.
+        return None, (f"which may hold the weights of the best checkpoint ({Path(str(best)).name}, "
+                      f"load_best_model_at_end) rather than those of step {step}")
+    return step, ""
 
 
 def _mtime(path: Path) -> float:

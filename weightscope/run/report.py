@@ -5,7 +5,10 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+from pathlib import Path
+
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from ..sinks.terminal import fmt, top_layers
@@ -49,20 +52,38 @@ def _first_last(values: Sequence[float | None]) -> str:
 
 
 def render_run_report(traj: Trajectory, console: Console, top: int = 10) -> None:
+    """Paths, layer names and messages are escaped: rich would take ``[v2]`` in them for markup."""
     steps = traj.steps
     span = f"steps {steps[0]}..{steps[-1]}" if steps else "no steps"
     console.print(
-        f"[bold]WeightScope run[/bold] {traj.folder}: {len(steps)} checkpoints ({span}), "
+        f"[bold]WeightScope run[/bold] {escape(str(traj.folder))}: {len(steps)} checkpoints ({span}), "
         f"methods: {', '.join(traj.methods)}; scanned {len(traj.scanned)}, "
         f"{len(steps) - len(traj.scanned)} from cache"
     )
     for path, why in traj.skipped.items():
-        console.print(f"[yellow]skipped[/yellow] {path}: {why}")
+        console.print(f"[yellow]skipped[/yellow] {escape(path)}: {escape(why)}")
+    _ignored_lines(traj, console)
     if not steps:
         return
     _drift_table(traj, console, top)
     _alerts_table(traj, console, top)
     _trends_table(traj, console, top)
+
+
+def _ignored_lines(traj: Trajectory, console: Console) -> None:
+    """What discovery left out, one line per reason: else a final model or a stray file goes unseen."""
+    by_reason: dict[str, list[str]] = {}
+    for path, why in traj.ignored.items():
+        by_reason.setdefault(why, []).append(_relative(path, traj.folder))
+    for why, paths in by_reason.items():
+        console.print(f"[dim]ignored[/dim] {escape(', '.join(paths))}: {escape(why)}")
+
+
+def _relative(path: str, folder: Path) -> str:
+    try:
+        return str(Path(path).relative_to(folder))
+    except ValueError:
+        return path
 
 
 def _drift_table(traj: Trajectory, console: Console, top: int) -> None:
@@ -73,7 +94,7 @@ def _drift_table(traj: Trajectory, console: Console, top: int) -> None:
     for col in ("layer", "relative L2", "cosine", "norm ratio", "drift per step"):
         t.add_column(col, justify="left" if col in ("layer", "drift per step") else "right")
     for layer, score, metrics in traj.most_drifting_layers(top):
-        t.add_row(layer, fmt(score), fmt(metrics.get("cosine_similarity")), fmt(metrics.get("l2_norm_ratio")),
+        t.add_row(escape(layer), fmt(score), fmt(metrics.get("cosine_similarity")), fmt(metrics.get("l2_norm_ratio")),
                   sparkline(traj.drift_series(layer)[1:]))
     console.print(t)
 
@@ -89,7 +110,7 @@ def _alerts_table(traj: Trajectory, console: Console, top: int) -> None:
         t.add_column(col, justify="right" if col == "step" else "left")
     for a in alerts[:limit]:
         colour = "red" if a.level == "ERROR" else "yellow" if a.level == "WARN" else "default"
-        t.add_row(str(a.step), f"[{colour}]{a.level}", a.rule, a.layer or "-", a.message)
+        t.add_row(str(a.step), f"[{colour}]{a.level}", escape(a.rule), escape(a.layer or "-"), escape(a.message))
     console.print(t)
     if len(alerts) > limit:
         console.print(f"... and {len(alerts) - limit} more (see --output)")
@@ -113,7 +134,7 @@ def _trends_table(traj: Trajectory, console: Console, top: int) -> None:
     t.add_column("L2 norm")
     t.add_column("first → last", justify="right")
     for layer in ranked[:top]:
-        row = [layer]
+        row = [escape(layer)]
         if spectral:
             cond = traj.series(layer, "spectral", "condition_number")
             row += [sparkline(cond, log=True), _first_last(cond)]

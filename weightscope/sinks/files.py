@@ -111,6 +111,25 @@ def check_location(path: Path) -> None:
         raise WeightScopeError(f"cannot write {path}: no permission to create files in {parent}")
 
 
+def check_folder_path(path: str | Path, what: str) -> Path:
+    """Raise unless ``path`` is a writable folder or can be made one, missing parents included.
+
+    For outputs that are folders (TensorBoard logs, the demo's files), checked
+    before the work that ends by writing there. Unlike a results file, whose
+    folder must exist, a log folder is created as TensorBoard itself does.
+    """
+    path = Path(path)
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        where = "it is" if existing == path else f"{existing} is"
+        raise WeightScopeError(f"cannot write {what} to {path}: {where} a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise WeightScopeError(f"cannot write {what} to {path}: no permission to create files in {existing}")
+    return path
+
+
 def check_output_path(path: str | Path) -> Path:
     """Everything about a results path that can fail, checked before a long scan rather than after it."""
     path = Path(path)

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from ..core.results import ScanResults
@@ -57,9 +58,12 @@ def _dead(methods: dict[str, Any]) -> Any:
 
 
 def render_scan_report(results: ScanResults, console: Console, top: int = 10) -> None:
-    """NaN/Inf layers first, then top-N tables per available method, then errors."""
+    """NaN/Inf layers first, then top-N tables per available method, then errors.
+
+    Names and messages are escaped: rich would take ``[red]`` in a path or a tensor name for markup.
+    """
     console.print(
-        f"[bold]WeightScope scan[/bold] of {results.source}: {len(results)} layers, "
+        f"[bold]WeightScope scan[/bold] of {escape(str(results.source))}: {len(results)} layers, "
         f"methods: {', '.join(results.methods)}"
         + (f", {len(results.aliases)} tied alias(es)" if results.aliases else "")
     )
@@ -72,7 +76,7 @@ def render_scan_report(results: ScanResults, console: Console, top: int = 10) ->
         for col in ("layer", "nan_count", "inf_count", "numel"):
             t.add_column(col, justify="left" if col == "layer" else "right")
         for layer, bs in bad:
-            t.add_row(layer, fmt(bs.get("nan_count")), fmt(bs.get("inf_count")), fmt(bs.get("numel")))
+            t.add_row(escape(layer), fmt(bs.get("nan_count")), fmt(bs.get("inf_count")), fmt(bs.get("numel")))
         console.print(t)
     elif "basic_stats" in results.methods:
         console.print("[green]No NaN or Inf weights.")
@@ -83,7 +87,7 @@ def render_scan_report(results: ScanResults, console: Console, top: int = 10) ->
             t.add_column(col, justify="left" if col == "layer" else "right")
         for layer, cond in top_layers(results, _get("spectral", "condition_number"), top):
             sp = results[layer]["spectral"]
-            t.add_row(layer, fmt(cond), fmt(sp.get("stable_rank")), fmt(sp.get("effective_rank")),
+            t.add_row(escape(layer), fmt(cond), fmt(sp.get("stable_rank")), fmt(sp.get("effective_rank")),
                       f"{fmt(sp.get('numerical_rank'))}/{fmt(sp.get('total_rank'))}")
         console.print(t)
 
@@ -95,7 +99,7 @@ def render_scan_report(results: ScanResults, console: Console, top: int = 10) ->
             (m.get("esd") or {}).get("alpha"), (int, float)) else None, top)
         for layer, _ in rows:
             e = results[layer]["esd"]
-            t.add_row(layer, fmt(e.get("alpha")), fmt(e.get("alpha_weighted")), fmt(e.get("ks_distance")))
+            t.add_row(escape(layer), fmt(e.get("alpha")), fmt(e.get("alpha_weighted")), fmt(e.get("ks_distance")))
         console.print(t)
 
     if "quantization" in results.methods:
@@ -107,7 +111,7 @@ def render_scan_report(results: ScanResults, console: Console, top: int = 10) ->
             q = results[layer]["quantization"]
             rec = q.get("recommendation") or "-"
             colour = {"int8": "green", "keep_fp16": "yellow"}.get(rec, "red")
-            t.add_row(layer, fmt(pct), fmt(q.get("kurtosis")), fmt(q.get("sqnr_db")),
+            t.add_row(escape(layer), fmt(pct), fmt(q.get("kurtosis")), fmt(q.get("sqnr_db")),
                       fmt(q.get("sqnr_db_per_channel")), fmt(q.get("sqnr_db_int4_g128")), f"[{colour}]{rec}")
         console.print(t)
         recs: dict[str, int] = {}
@@ -126,7 +130,7 @@ def render_scan_report(results: ScanResults, console: Console, top: int = 10) ->
                 t.add_column(col, justify="left" if col == "layer" else "right")
             for layer, _ in rows:
                 sp = results[layer]["sparsity"]
-                t.add_row(layer, fmt(sp.get("dead_rows")), fmt(sp.get("dead_columns")),
+                t.add_row(escape(layer), fmt(sp.get("dead_rows")), fmt(sp.get("dead_columns")),
                           fmt((sp.get("sparsity_levels") or {}).get("0")))
             console.print(t)
         else:
@@ -140,5 +144,5 @@ def render_scan_report(results: ScanResults, console: Console, top: int = 10) ->
         t.add_column("error")
         for layer, per in errors.items():
             for m, msg in per.items():
-                t.add_row(layer, m, msg)
+                t.add_row(escape(layer), m, escape(msg))
         console.print(t)
