@@ -134,3 +134,19 @@ def test_demo_progress_on_a_terminal_is_a_live_bar_with_messages_above(monkeypat
                 bar.print("step 5: planted a fault [x8]")
     text = out.getvalue()
     assert "10/10" in text and "step 5: planted a fault [x8]" in text
+
+
+def test_heavy_tail_table_lists_only_layers_with_a_fitted_alpha(cli, tmp_path):
+    g = torch.Generator().manual_seed(6)
+    weights = {"lora_A.weight": torch.randn(8, 64, generator=g), "lora_B.weight": torch.randn(64, 8, generator=g),
+               "dense.weight": torch.randn(64, 64, generator=g)}
+    save_file(weights, str(tmp_path / "adapter.safetensors"))
+    # The fit needs 10 nonzero eigenvalues of W^T W: a rank-8 factor has 8.
+    fitted = [k.removesuffix(".weight") for k, w in weights.items() if np.linalg.matrix_rank(w.double().numpy()) >= 10]
+    assert fitted == ["dense"]
+    proc = cli("scan", "--model", "adapter.safetensors", "--methods", "esd", "-q", "-o", "s.json", check_rc=0)
+    table = proc.stdout.split("heavy-tail alpha")[1]
+    listed = [line.strip("│").split("│")[0].strip() for line in table.splitlines() if line.startswith("│ ")]
+    assert listed == fitted, proc.stdout
+    layers = strict_load(tmp_path / "s.json")["layers"]
+    assert [k for k in layers if layers[k]["esd"]["alpha"] is not None] == fitted  # NaN is stored as null

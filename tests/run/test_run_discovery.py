@@ -5,7 +5,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from run_builders import STEPS, copy_run, hf_weights, lightning_weights
+from run_builders import STEPS, copy_run, hf_weights, lightning_weights, sharded_weights
 from safetensors.torch import save_file
 
 from weightscope.cli.main import main
@@ -211,6 +211,28 @@ def test_trainer_final_model_on_the_last_save_step_is_ignored_as_that_checkpoint
                                "which holds the same weights"}
     np.testing.assert_array_equal(*(hf_weights(p)["transformer.h.0.mlp.c_fc"]
                                     for p in (hf_final_run, hf_final_run / "checkpoint-5")))
+
+
+def test_a_sharded_final_model_on_the_last_save_step_lists_its_shards_not_the_run_folder(hf_final_run, tmp_path):
+    from safetensors.numpy import load_file, save_file
+
+    # Trainer.save_model() of a bigger model: its shards + index, at the step checkpoint-5 holds too.
+    run = copy_run(hf_final_run, tmp_path / "run")
+    tensors = load_file(run / "model.safetensors")
+    (run / "model.safetensors").unlink()
+    names = sorted(tensors)
+    shards = {"model-00001-of-00002.safetensors": names[::2], "model-00002-of-00002.safetensors": names[1::2]}
+    for shard, keys in shards.items():
+        save_file({k: tensors[k] for k in keys}, run / shard)
+    (run / "model.safetensors.index.json").write_text(json.dumps(
+        {"metadata": {}, "weight_map": {k: shard for shard, keys in shards.items() for k in keys}}))
+    listing = discover_run(run)
+    assert listing.steps == [2, 4, 5] and listing.checkpoints[-1].path.name == "checkpoint-5"
+    why = ("a shard of Trainer's final model (Trainer.save_model), same step 5 as checkpoint-5, "
+           "which holds the same weights")
+    assert listing.ignored == {run / shard: why for shard in shards}  # the run folder itself is not left out
+    np.testing.assert_array_equal(sharded_weights(run)["transformer.h.0.mlp.c_fc"],
+                                  hf_weights(run / "checkpoint-5")["transformer.h.0.mlp.c_fc"])
 
 
 def test_trainer_final_model_after_the_last_save_step_joins_at_trainer_state_step(hf_final_run, tmp_path, capsys):

@@ -204,7 +204,10 @@ def discover_run(folder: str | Path) -> RunListing:
             _ignore(listing.ignored, path, _NO_STEP)
         listing.checkpoints = _dedupe(stepped, listing.ignored)
         if final is not None and final.path in listing.ignored:  # its step has a checkpoint-N of its own
-            listing.ignored[final.path] = f"{_FINAL}, {listing.ignored[final.path]}, which holds the same weights"
+            # Listed by its files: a sharded final model's path is the run folder, not a file left out.
+            why = f"{listing.ignored.pop(final.path)}, which holds the same weights"
+            for path in final_files:
+                listing.ignored[path] = _final_model_reason(final_files, why)
     else:
         # Nothing names a step: modification time is the only order there is.
         ordered = sorted(stepless, key=lambda p: (_mtime(p), natural_key(p)))
@@ -240,8 +243,14 @@ def _read_steps(paths: list[Path], ignored: dict[Path, str]) -> tuple[list[Check
     return stepped, stepless
 
 
+def _final_model_reason(files: list[Path], why: str) -> str:
+    """Why each file of the ``Trainer``'s final model is left out of the run."""
+    what = f"a shard of {_FINAL.removeprefix('the ')}" if len(files) > 1 else _FINAL
+    return f"{what}, {why}"
+
+
 def _trainer_final_model(root: Path, dirs: list[Path], files: list[Path],
-                         ignored: dict[Path, str]) -> tuple[Checkpoint | None, set[Path]]:
+                         ignored: dict[Path, str]) -> tuple[Checkpoint | None, list[Path]]:
     """The model ``Trainer.save_model()`` wrote beside the ``checkpoint-N/`` folders, and its files.
 
     Its step is the ``global_step`` of the ``trainer_state.json`` beside it
@@ -249,22 +258,21 @@ def _trainer_final_model(root: Path, dirs: list[Path], files: list[Path],
     files go to ``ignored`` saying so, and the checkpoint is None.
     """
     if not dirs or not files:
-        return None, set()
+        return None, []
     try:
         model = resolve_weight_files(root).files
     except SourceError:
-        return None, set()  # not one whole model: each file is judged on its own
+        return None, []  # not one whole model: each file is judged on its own
     if any(step_from_name(p.name) is not None for p in model):
-        return None, set()
+        return None, []
     step, unknown = _trainer_state_step(root)
     if step is not None:
         # A sharded final model is the folder's own model: the run folder stands for it.
         path = model[0] if len(model) == 1 else root
-        return Checkpoint(step, path, "global_step", max(_mtime(p) for p in model)), set(model)
-    what = f"a shard of {_FINAL.removeprefix('the ')}" if len(model) > 1 else _FINAL
+        return Checkpoint(step, path, "global_step", max(_mtime(p) for p in model)), model
     for path in model:
-        _ignore(ignored, path, f"{what}, {unknown}")
-    return None, set(model)
+        _ignore(ignored, path, _final_model_reason(model, unknown))
+    return None, model
 
 
 def _trainer_state_step(root: Path) -> tuple[int | None, str]:

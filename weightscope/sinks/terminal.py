@@ -57,6 +57,15 @@ def _dead(methods: dict[str, Any]) -> Any:
     return (sp.get("dead_rows") or 0) + (sp.get("dead_columns") or 0)
 
 
+def _neg_fitted_alpha(methods: dict[str, Any]) -> float | None:
+    """-alpha (lowest alpha first), None without a fitted one: a NaN alpha (fewer than 10 nonzero
+    eigenvalues, e.g. every LoRA factor; NaN weights, listed above) has no tail to rank."""
+    alpha = (methods.get("esd") or {}).get("alpha")
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or math.isnan(alpha):
+        return None
+    return -alpha
+
+
 def render_scan_report(results: ScanResults, console: Console, top: int = 10) -> None:
     """NaN/Inf layers first, then top-N tables per available method, then errors.
 
@@ -95,8 +104,7 @@ def render_scan_report(results: ScanResults, console: Console, top: int = 10) ->
         t = Table(title=f"Top {top} by heavy-tail alpha (alpha < 2: over-trained / heavy tails)", title_justify="left")
         for col in ("layer", "alpha", "alpha_weighted", "ks_distance"):
             t.add_column(col, justify="left" if col == "layer" else "right")
-        rows = top_layers(results, lambda m: -(m.get("esd") or {}).get("alpha") if isinstance(
-            (m.get("esd") or {}).get("alpha"), (int, float)) else None, top)
+        rows = top_layers(results, _neg_fitted_alpha, top)
         for layer, _ in rows:
             e = results[layer]["esd"]
             t.add_row(escape(layer), fmt(e.get("alpha")), fmt(e.get("alpha_weighted")), fmt(e.get("ks_distance")))
