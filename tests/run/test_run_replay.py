@@ -85,6 +85,9 @@ def test_jsonl_replay_is_the_callbacks_history_format(faulty_run, traj, tmp_path
     assert [(r["step"], r["kind"], r["prev_step"], r["base_step"]) for r in records] == [
         (2, "baseline", None, 2), (4, "periodic", 2, 2), (6, "periodic", 4, 2)]
     assert records[1]["alerts"][0]["rule"] == "nan"
+    # Run again, the file holds this replay alone (a whole history, as --output holds a whole file).
+    assert main(["scan", "--model", str(faulty_run), "--methods", "basic_stats", "--quiet", "--jsonl", str(path)]) == 0
+    assert list(read_jsonl(path)) == records
 
 
 def _finite_weights(run, step, layer):

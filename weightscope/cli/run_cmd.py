@@ -48,7 +48,7 @@ def add_run_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--wandb-mode", default=None, choices=("online", "offline", "disabled"),
                    help="W&B mode for the replay (default: W&B's own setting)")
     g.add_argument("--jsonl", default=None, metavar="FILE",
-                   help="replay as the callbacks' JSONL history (its folder must exist)")
+                   help="replay as the callbacks' JSONL history, written anew like --output (its folder must exist)")
     g.add_argument("--histograms", action="store_true",
                    help="replay each layer's weight histogram too (TensorBoard, W&B)")
 
@@ -124,7 +124,7 @@ def _sinks(args: argparse.Namespace, traj: Any) -> list[Any]:
     if args.jsonl:
         from ..sinks.jsonl import JsonlSink
 
-        sinks.append(JsonlSink(args.jsonl))
+        sinks.append(JsonlSink(args.jsonl, fresh=True))
     return sinks
 
 

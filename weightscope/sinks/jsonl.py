@@ -25,9 +25,14 @@ HISTORY_NAME = "weightscope.jsonl"
 class JsonlSink:
     """Appends ``record.to_json_dict()`` of each snapshot record to ``path``."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, fresh: bool = False) -> None:
+        """``fresh=True`` starts the file anew (a replay writes a whole history, as ``--output`` a whole
+        file); otherwise records are appended, as training and its resumes go."""
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        if fresh:
+            self._fh = self.path.open("w", encoding="utf-8")
+            return
         self._set_aside_torn_tail()
         self._fh = self.path.open("a", encoding="utf-8")
 
