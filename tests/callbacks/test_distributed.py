@@ -151,3 +151,18 @@ def test_ddp_split_rank0_dtensor_and_fsdp1_with_gloo(tmp_path):
         assert 0 < report["split_bytes"] < report["full_bytes"]
     assert reports[0]["rank0_snapshots"] == 4 and reports[1]["rank0_snapshots"] == 0
     assert reports[0]["fsdp1_records"] == 1 and reports[1]["fsdp1_records"] == 0
+
+
+@pytest.mark.parametrize("env, world, expected", [
+    ({"LOCAL_WORLD_SIZE": "4"}, 8, 4),  # torchrun, 2 nodes of 4
+    ({}, 8, 8),  # a launcher without LOCAL_WORLD_SIZE: assume all ranks share the node
+    ({"LOCAL_WORLD_SIZE": "4"}, 1, 1),  # not distributed: the variable is stale
+    ({"LOCAL_WORLD_SIZE": "x"}, 2, 2),
+])
+def test_ranks_sharing_a_node(monkeypatch, env, world, expected):
+    from weightscope.monitor.distributed import ranks_on_this_node
+
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    assert ranks_on_this_node(world) == expected

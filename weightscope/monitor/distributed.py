@@ -11,6 +11,7 @@ interleave differently across ranks.
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 import torch
@@ -81,3 +82,13 @@ class Collectives:
                 except Exception as exc:  # the default group may already be gone at exit
                     log.debug("could not destroy a monitor process group: %s", exc)
         self.control = self.data = None
+
+
+def ranks_on_this_node(world: int) -> int:
+    """Processes of the job sharing this machine's cores: torchrun's ``LOCAL_WORLD_SIZE``, else (a
+    launcher that does not set it, ``mp.spawn`` say) the whole world, the cautious guess."""
+    try:
+        local = int(os.environ.get("LOCAL_WORLD_SIZE", ""))
+    except ValueError:
+        local = world
+    return max(1, min(local, world)) if world > 1 else 1

@@ -20,7 +20,7 @@ from ..sinks.jsonl import HISTORY_NAME, JsonlSink
 from .alerts import Alert, AlertState, evaluate_alerts
 from .analysis import Analysis, diff_layers, histogram_summary, scan_tensors
 from .config import DEFAULT_ANALYSIS_BUDGET, MonitorConfig, parse_sink
-from .distributed import Collectives, split_layers
+from .distributed import Collectives, ranks_on_this_node, split_layers
 from .outputs import MonitorStats, Once, open_sink
 from .record import SnapshotRecord, summarize
 from .snapshot import BufferPool, Selector, Snapshot, sharding_kind, take_snapshot
@@ -587,7 +587,9 @@ class WeightMonitor:
         against 0.107 s for one tensor at a time at training's 2 torch threads), and the analysis
         thread alone, at its ``analysis_threads``, beside training."""
         cfg = self.config
-        workers = cfg.num_workers or (self._cores if job.inline else 1)
+        # Every rank of a node analyses its final snapshot at once: share the cores, not multiply them.
+        world = self._coll.world if self._coll is not None and self._coll.active else 1
+        workers = cfg.num_workers or (max(1, self._cores // ranks_on_this_node(world)) if job.inline else 1)
         own = not job.inline and workers == 1
         return scan_tensors(tensors, methods, device=self._device, num_workers=workers, own_threads=own,
                             pool_cpu=job.pool_cpu)
