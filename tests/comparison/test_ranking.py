@@ -227,3 +227,22 @@ def test_signed_diffs_rank_by_size(counting_source, gen):
     for layer, score, metrics in rows:
         assert score == pytest.approx(abs(want[layer]), rel=1e-6)
         assert metrics["mean_diff"] == pytest.approx(want[layer], rel=1e-6)  # the signed value is kept
+
+
+def test_zero_sided_matrices_rank_first_by_spectral_ratios_live_and_from_a_file(counting_source, gen):
+    a = {"w.weight": torch.randn(12, 8, generator=gen), "lora_B.weight": torch.zeros(12, 4),
+         "pruned.weight": torch.randn(6, 8, generator=gen)}
+    b = {"w.weight": a["w.weight"] * 1.5, "lora_B.weight": 0.02 * torch.randn(12, 4, generator=gen),
+         "pruned.weight": torch.zeros(6, 8)}
+    c = compare_sources(counting_source(a), counting_source(b), methods=["basic_stats", "spectral"])
+    back = json.loads(json.dumps(to_strict(c), allow_nan=False))
+    s_w = np.linalg.svd(a["w.weight"].double().numpy(), compute_uv=False)
+    for by in ("max_singular_value_ratio", "condition_number_ratio"):
+        for comparison in (c, back):
+            rows = find_most_changed_layers(comparison, top_k=None, by=by)
+            assert [r[0] for r in rows] == ["lora_B", "pruned", "w"], (by, rows)
+            assert [r[1] for r in rows[:2]] == [math.inf, math.inf]
+    # The trained layer's own scores: |ln 1.5| for the top singular value, 0 for the conditioning.
+    w = find_most_changed_layers(back, top_k=None, by="max_singular_value_ratio")[2]
+    assert w[1] == pytest.approx(math.log(1.5), rel=1e-6) and w[2]["max_singular_value_ratio"] == pytest.approx(
+        (1.5 * s_w[0]) / s_w[0], rel=1e-6)

@@ -15,8 +15,9 @@ score is depends on the kind of metric:
 A layer where exactly one side is all zeros has changed the most by the
 metrics it leaves infinite or undefined (its cosine, its relative distance
 and norm ratio from zero): they score as far as that metric goes
-(``-inf`` for the cosine, ``inf`` for the others), also when a file holds
-``null`` for them.
+(``-inf`` for the cosine, ``inf`` for the others; for a matrix also
+``max_singular_value_ratio`` and ``condition_number_ratio``), also when a
+file holds ``null`` for them.
 """
 
 from __future__ import annotations
@@ -41,6 +42,9 @@ DIFF_METRICS = frozenset(key for spec in STATS_METRICS.values() for key, _, how 
 #: Metrics that a layer with exactly one all-zero side leaves inf or undefined: its score there.
 _ZERO_SIDED = {"cosine_similarity": -math.inf, "relative_l2_distance": math.inf,
                "l2_norm_ratio": math.inf, "norm_change": math.inf}
+#: Spectral ratios a zero side leaves inf (or 0, whose |ln| is inf): only for matrices, the tensors
+#: spectra are computed for (a vector's are None, never measured).
+_ZERO_SIDED_MATRIX = {"max_singular_value_ratio": math.inf, "condition_number_ratio": math.inf}
 
 
 def score_metric(comparison: dict[str, Any]) -> str:
@@ -87,8 +91,11 @@ def _one_side_zero(metrics: dict[str, Any]) -> bool:
 def change_score(metrics: dict[str, Any], metric: str) -> float:
     """The score of one layer by ``metric`` (see the module docs); NaN when it is undefined."""
     value = _numeric(metrics.get(metric))
-    if (value is None or math.isnan(value)) and metric in _ZERO_SIDED and _one_side_zero(metrics):
-        return _ZERO_SIDED[metric]
+    if (value is None or math.isnan(value)) and _one_side_zero(metrics):
+        if metric in _ZERO_SIDED:
+            return _ZERO_SIDED[metric]
+        if metric in _ZERO_SIDED_MATRIX and len(metrics.get("shape") or ()) >= 2:
+            return _ZERO_SIDED_MATRIX[metric]
     if value is None:
         return math.nan
     if metric in RATIO_METRICS:
