@@ -194,11 +194,14 @@ def test_a_final_ckpt_that_repeats_a_step_or_has_none_is_listed_as_ignored(light
     run = copy_run(lightning_final_run, tmp_path / "run")
     shutil.copy(run / "checkpoints" / "epoch=0-step=4.ckpt", run / "final.ckpt")  # saved right after step 4
     torch.save({"w": torch.ones(2, 2)}, run / "exported.pt")  # a plain state dict: no step anywhere
+    torch.save({"w": torch.ones(2, 2)}, run / "tokens_50000.pt")  # a number, but not a step
     listing = discover_run(run)
     assert listing.steps == [2, 4]
+    no_step = "beside checkpoints/, with no step in its name (rename it step_N.* to include it)"
     assert listing.ignored == {
         run / "final.ckpt": "same step 4 as epoch=0-step=4.ckpt",
-        run / "exported.pt": "beside checkpoints/, with no step in its name (rename it step_N.* to include it)",
+        run / "exported.pt": no_step,
+        run / "tokens_50000.pt": no_step,
     }
 
 

@@ -90,14 +90,18 @@ class RunListing:
         return [cp.step for cp in self.checkpoints]
 
 
-def step_from_name(name: str) -> int | None:
-    """The step a checkpoint's file or folder name states (patterns 1-4), else None."""
+def step_from_name(name: str, *, trailing: bool = True) -> int | None:
+    """The step a checkpoint's file or folder name states (patterns 1-4), else None.
+
+    ``trailing=False`` leaves out a bare trailing number (``model_500.pt``), which says "step"
+    only among files that all look alike.
+    """
     if m := _HF_DIR.match(name):
         return int(m[1])
     stem = _strip_suffix(name)
     if _SHARD.search(stem):
         return None  # one shard of a sharded model, not a checkpoint
-    for pattern in (_LIGHTNING, _STEP_WORD, _TRAILING):
+    for pattern in (_LIGHTNING, _STEP_WORD, _TRAILING) if trailing else (_LIGHTNING, _STEP_WORD):
         if m := pattern.search(stem):
             return int(m[1])
     return None
@@ -195,7 +199,9 @@ def discover_run(folder: str | Path) -> RunListing:
         stepped.append(final)
     if root != folder:
         # Beside checkpoints/: what the user saved at the end (trainer.save_checkpoint("final.ckpt")).
-        beside, unknown = _read_steps(checkpoint_candidates(folder), listing.ignored)
+        # Lightning's default folder is the working directory, where any file may lie: only a name
+        # that says "step" (or a .ckpt's own global_step) makes one a checkpoint (not tokens_50000.pt).
+        beside, unknown = _read_steps(checkpoint_candidates(folder), listing.ignored, trailing=False)
         stepped += beside
         for path in unknown:
             _ignore(listing.ignored, path, f"beside {root.name}/, with {_NO_STEP}")
@@ -225,12 +231,13 @@ def _ignore(ignored: dict[Path, str], path: Path, why: str) -> None:
     log.info("%s: ignored, %s", path, why)
 
 
-def _read_steps(paths: list[Path], ignored: dict[Path, str]) -> tuple[list[Checkpoint], list[Path]]:
+def _read_steps(paths: list[Path], ignored: dict[Path, str],
+                trailing: bool = True) -> tuple[list[Checkpoint], list[Path]]:
     """(checkpoints whose step is known, paths whose step is not); shards go to ``ignored``."""
     stepped: list[Checkpoint] = []
     stepless: list[Path] = []
     for path in paths:
-        step = step_from_name(path.name)
+        step = step_from_name(path.name, trailing=trailing)
         if step is not None:
             stepped.append(Checkpoint(step, path, "name", _mtime(path)))
         elif path.suffix.lower() == ".ckpt" and (step := _lightning_global_step(path)) is not None:
