@@ -150,3 +150,20 @@ def test_heavy_tail_table_lists_only_layers_with_a_fitted_alpha(cli, tmp_path):
     assert listed == fitted, proc.stdout
     layers = strict_load(tmp_path / "s.json")["layers"]
     assert [k for k in layers if layers[k]["esd"]["alpha"] is not None] == fitted  # NaN is stored as null
+
+
+def test_all_zero_matrices_are_named_apart_from_the_condition_number_table(cli, tmp_path):
+    g = torch.Generator().manual_seed(7)
+    u, _ = torch.linalg.qr(torch.randn(32, 32, generator=g, dtype=torch.float64))
+    v, _ = torch.linalg.qr(torch.randn(16, 16, generator=g, dtype=torch.float64))
+    s = torch.logspace(0, -4, 16, dtype=torch.float64)  # condition number 1e4 by construction
+    weights = {"lora_B.weight": torch.zeros(32, 16), "ill.weight": (u[:, :16] * s) @ v.T,
+               "fine.weight": torch.randn(32, 16, generator=g)}
+    save_file({k: w.float().contiguous() for k, w in weights.items()}, str(tmp_path / "m.safetensors"))
+    proc = cli("scan", "--model", "m.safetensors", "--methods", "spectral", "-q", check_rc=0)
+    table = proc.stdout.split("by condition number")[1].split("all-zero")[0]
+    listed = [line.strip("│").split("│")[0].strip() for line in table.splitlines() if line.startswith("│ ")]
+    conds = {k: np.linalg.cond(w.float().double().numpy()) for k, w in weights.items() if k != "lora_B.weight"}
+    assert listed == [k.removesuffix(".weight") for k in sorted(conds, key=conds.get, reverse=True)]
+    assert conds["ill.weight"] == pytest.approx(1e4, rel=1e-2)
+    assert "1 all-zero matrices (condition number inf" in proc.stdout and "lora_B" in proc.stdout.split("all-zero")[1]

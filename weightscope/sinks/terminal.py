@@ -66,6 +66,13 @@ def _neg_fitted_alpha(methods: dict[str, Any]) -> float | None:
     return -alpha
 
 
+def _nonzero_condition(methods: dict[str, Any]) -> float | None:
+    """The condition number of a matrix that is not all zeros: an all-zero one (a LoRA B at init) is
+    singular by definition, inf, and would crowd out the ill-conditioned matrices worth a look."""
+    sp = methods.get("spectral") or {}
+    return None if sp.get("max_singular_value") == 0 else _get("spectral", "condition_number")(methods)
+
+
 def render_scan_report(results: ScanResults, console: Console, top: int = 10) -> None:
     """NaN/Inf layers first, then top-N tables per available method, then errors.
 
@@ -94,11 +101,16 @@ def render_scan_report(results: ScanResults, console: Console, top: int = 10) ->
         t = Table(title=f"Top {top} by condition number", title_justify="left")
         for col in ("layer", "condition_number", "stable_rank", "effective_rank", "rank"):
             t.add_column(col, justify="left" if col == "layer" else "right")
-        for layer, cond in top_layers(results, _get("spectral", "condition_number"), top):
+        for layer, cond in top_layers(results, _nonzero_condition, top):
             sp = results[layer]["spectral"]
             t.add_row(escape(layer), fmt(cond), fmt(sp.get("stable_rank")), fmt(sp.get("effective_rank")),
                       f"{fmt(sp.get('numerical_rank'))}/{fmt(sp.get('total_rank'))}")
         console.print(t)
+        zero = [layer for layer, m in results.items() if (m.get("spectral") or {}).get("max_singular_value") == 0]
+        if zero:
+            more = f" ... and {len(zero) - top} more" if len(zero) > top else ""
+            console.print(f"{len(zero)} all-zero matrices (condition number inf; a LoRA B at init, a pruned "
+                          f"layer): {escape(', '.join(zero[:top]))}{more}")
 
     if "esd" in results.methods:
         t = Table(title=f"Top {top} by heavy-tail alpha (alpha < 2: over-trained / heavy tails)", title_justify="left")
