@@ -114,3 +114,54 @@ def test_device_is_respected_on_cpu():
     v = TensorView(torch.randn(4, 4), device="cpu")
     assert v.matrix.device.type == "cpu"
     assert next(v.flat_chunks()).device.type == "cpu"
+
+
+@pytest.mark.parametrize("name", list(_odd_tensors()))
+def test_odd_tensors_match_numpy_float64(name):
+    """The values, not only their types: every odd tensor against numpy float64 of its stored values.
+
+    "huge" (float64 1e300) overflows the Gram matrix and takes the rescaled route; "int"/"bool" are
+    analysed in float64; "experts" (3-D) is the (4, 512) matrix."""
+    t = _odd_tensors()[name]
+    out = analyze_tensor(t, list(ALL_METHODS))
+    x = t.to(torch.float64).numpy()
+    f = x[np.isfinite(x)]
+    b = out["basic_stats"]
+    assert b["numel"] == x.size and b["nan_count"] == int(np.isnan(x).sum())
+    assert b["inf_count"] == int(np.isinf(x).sum())
+    if f.size == 0:
+        assert b["mean"] is None and b["std"] is None
+        return
+    ref = {"mean": f.mean(), "std": f.std(), "min": f.min(), "max": f.max(), "abs_mean": np.abs(f).mean(),
+           "zeros_percentage": 100.0 * np.count_nonzero(f == 0) / f.size}
+    with np.errstate(over="ignore"):
+        sumsq = np.sum(f * f)
+    if np.isfinite(sumsq):  # "huge": a float64 sum of squares overflows
+        ref["l2_norm"] = np.sqrt(sumsq)
+    for key, want in ref.items():
+        assert b[key] == pytest.approx(want, rel=1e-12, abs=1e-300), key
+    if t.ndim < 2 or x.size == 0:
+        return
+    m = x.reshape(x.shape[0], -1)
+    fm = np.where(np.isfinite(m), m, 0.0)
+    spars = out["sparsity"]
+    for key, thr in (("0", 0.0), ("1e-06", 1e-6), ("0.0001", 1e-4), ("0.01", 1e-2)):
+        assert spars["sparsity_levels"][key] == pytest.approx(100.0 * np.mean(np.abs(f) <= thr), rel=1e-12), key
+    dead = (np.abs(fm) <= 1e-6) & np.isfinite(m)
+    assert spars["dead_rows"] == int(dead.all(axis=1).sum()) and spars["dead_columns"] == int(dead.all(axis=0).sum())
+    assert spars["magnitude_percentiles"]["p50"] == pytest.approx(np.percentile(np.abs(f), 50), rel=1e-15)
+    q = out["quantization"]
+    assert q["q1"] == pytest.approx(np.percentile(f, 25), rel=1e-15)
+    assert q["q3"] == pytest.approx(np.percentile(f, 75), rel=1e-15)
+    assert q["abs_max"] == np.abs(f).max()
+    if f.size != x.size:
+        return  # no spectrum of a tensor with NaN/Inf (test_nan_only_where_a_method_could_not_run)
+    s = np.linalg.svd(m, compute_uv=False)
+    sp = out["spectral"]
+    assert sp["total_rank"] == min(m.shape)
+    assert sp["max_singular_value"] == pytest.approx(s[0], rel=1e-9)
+    np.testing.assert_allclose(sp["top_singular_values"], s[:10], rtol=1e-9, atol=1e-12 * s[0])
+    stored_eps = np.finfo(np.float32 if t.is_floating_point() and t.dtype.itemsize <= 4 else np.float64).eps
+    assert sp["numerical_rank"] == np.linalg.matrix_rank(m, tol=s[0] * max(m.shape) * stored_eps)
+    if s[0] > 0:
+        assert sp["stable_rank"] == pytest.approx(np.sum((s / s[0]) ** 2), rel=1e-9)

@@ -171,3 +171,20 @@ def test_cached_properties_of_different_views_compute_concurrently():
     with ThreadPoolExecutor(2) as pool:
         assert list(pool.map(lambda v: v.together, views)) == [True, True]
     assert views[0].__dict__["together"] is True  # cached on the instance
+
+
+@pytest.mark.parametrize(("cond", "route"), [(10.0, "gram"), (1e7, "qr")])
+def test_weights_whose_gram_overflows_are_rescaled_exactly(rng, mx, run, cond, route):
+    """float64 weights near 1e200: the Gram matrix overflows, the matrix is rescaled by a power of two
+    and the singular values scaled back. Reference: the singular values the matrix was built with."""
+    s = mx.log_spaced(40, cond, top=3.0) * 1e200
+    w = mx.with_singular_values(rng, 90, 40, s)
+    with np.errstate(over="ignore", invalid="ignore"):
+        assert not np.isfinite(w.T @ w).all()  # the plain float64 Gram overflows
+    v = TensorView(torch.from_numpy(w))
+    np.testing.assert_allclose(v.singular_values, s, rtol=1e-6)
+    assert v.svd_route == route
+    got = run("spectral", w)
+    assert got["max_singular_value"] == pytest.approx(s[0], rel=1e-9)
+    assert got["condition_number"] == pytest.approx(cond, rel=1e-6)
+    assert got["stable_rank"] == pytest.approx(np.sum((s / s[0]) ** 2), rel=1e-9)

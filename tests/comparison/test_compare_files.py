@@ -63,6 +63,12 @@ def test_pairs_by_stripped_prefix_and_reports_everything(pair, f64, reference_di
         a, b = base[f"{layer}.weight"], tuned[f"{layer}.weight"]
         for key, value in reference_diff(a, b).items():
             assert lc[layer][key] == pytest.approx(value, rel=1e-9, abs=1e-12), (layer, key)
+        if layer == "layers.0.q_proj":
+            continue  # ΔW = 0: checked above
+        sv = np.linalg.svd(f64(b) - f64(a), compute_uv=False)  # ΔW's spectrum, numpy float64
+        energy = np.cumsum(sv**2) / np.sum(sv**2)
+        assert lc[layer]["update_rank_90"] == int(np.argmax(energy >= 0.9)) + 1, layer
+        assert lc[layer]["update_stable_rank"] == pytest.approx(np.sum(sv**2) / sv[0] ** 2, rel=1e-6), layer
 
     mm = c["shape_mismatches"]["embed_tokens"]
     assert mm["shape1"] == [50, 16] and mm["shape2"] == [60, 16]
@@ -70,6 +76,10 @@ def test_pairs_by_stripped_prefix_and_reports_everything(pair, f64, reference_di
     assert mm["wasserstein_distance"] == pytest.approx(wasserstein_distance(f64(a).ravel(), f64(b).ravel()), rel=1e-12)
     assert mm["mean_diff"] == pytest.approx(f64(b).mean() - f64(a).mean(), rel=1e-9)
     assert set(mm["spectra"]) == {"model1", "model2"}
+    for side, t in (("model1", a), ("model2", b)):  # each side's own spectrum, side by side
+        sv = np.linalg.svd(f64(t), compute_uv=False)
+        assert mm["spectra"][side]["max_singular_value"] == pytest.approx(sv[0], rel=1e-9), side
+        assert mm["spectra"][side]["condition_number"] == pytest.approx(sv[0] / sv[-1], rel=1e-6), side
 
     s = c["summary"]
     assert (s["compared_layers"], s["identical_layers"], s["changed_layers"]) == (4, 1, 3)

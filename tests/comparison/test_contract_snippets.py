@@ -232,13 +232,26 @@ def test_a_failing_update_spectrum_keeps_the_layers_diff(counting_source, monkey
 def test_scenario_3_loop_on_a_comparison_from_saved_stats(models):
     from weightscope.core.results import ScanResults
 
+    base, tuned = models
     Scope("finetuned_model").scan(methods=["basic_stats"]).save("finetuned.json")
     comparison = Scope("pretrained_model").compare_with(ScanResults.load("finetuned.json"))
     assert comparison["mode"] == "stats"
+    frozen, adapted = [], []
     for layer, metrics in comparison["layer_comparisons"].items():
         l2_ratio = metrics["l2_norm_ratio"]
         if 0.99 < l2_ratio < 1.01:
-            pass
+            frozen.append(layer)
+        elif l2_ratio > 1.1 or l2_ratio < 0.9:
+            adapted.append(layer)
+    assert sorted(comparison["layer_comparisons"]) == sorted(k.removesuffix(".weight") for k in base)
+    # From stats, the ratio is that of the two saved norms: numpy float64, with the documented 0/0 and x/0.
+    # (The NaN layer is left out: its saved l2_norm is over the finite weights, unlike a tensor comparison.)
+    ratios = {layer: _ref(base[f"{layer}.weight"], tuned[f"{layer}.weight"])["l2_norm_ratio"]
+              for layer in comparison["layer_comparisons"] if layer != NAN}
+    for layer, want in ratios.items():
+        assert _same(comparison["layer_comparisons"][layer]["l2_norm_ratio"], want), layer
+    assert [k for k in frozen if k != NAN] == [k for k, r in ratios.items() if 0.99 < r < 1.01]
+    assert ADALN in frozen and set(adapted) == {LORA_B, SCALED}  # 0 -> 0: ratio 1.0; inf and 1.5
 
 
 def test_stats_mode_says_which_methods_the_saved_scans_lack(tmp_path, caplog):

@@ -34,14 +34,23 @@ def test_exact_names_win_and_ambiguous_stripped_names_are_not_paired():
 
 def test_tied_alias_pairs_with_a_real_tensor_on_the_other_side():
     m = match_layers(["wte", "h.0"], ["wte", "h.0", "lm_head"], aliases1={"lm_head": "wte"})
-    assert ("lm_head", "lm_head") in m.pairs
+    assert m.pairs == [("wte", "wte"), ("h.0", "h.0"), ("lm_head", "lm_head")] and m.mapping == {}
+    assert m.only_in_model1 == m.only_in_model2 == []
+    # Spelled differently on each side (a Lightning side tied, an HF side untied): (model-1 name, model-2 name).
+    m = match_layers(["model.wte", "model.h.0"], ["wte", "h.0", "lm_head"], aliases1={"model.lm_head": "model.wte"})
+    assert m.pairs == [("model.wte", "wte"), ("model.h.0", "h.0"), ("model.lm_head", "lm_head")]
+    assert m.mapping == {"model.wte": "wte", "model.h.0": "h.0", "model.lm_head": "lm_head"}
+    assert m.only_in_model1 == m.only_in_model2 == []
+    # And the other way round: the model-2 side holds only the alias.
+    m = match_layers(["wte", "h.0", "lm_head"], ["model.wte", "model.h.0"], aliases2={"model.lm_head": "model.wte"})
+    assert m.pairs == [("wte", "model.wte"), ("h.0", "model.h.0"), ("lm_head", "model.lm_head")]
     assert m.only_in_model1 == m.only_in_model2 == []
     # Tied on both sides: the alias is not compared twice.
     both = match_layers(["wte"], ["wte"], aliases1={"lm_head": "wte"}, aliases2={"lm_head": "wte"})
     assert both.pairs == [("wte", "wte")]
     # Tied on one side, absent on the other (HF saves drop tied copies): not 'only in'.
     absent = match_layers(["wte"], ["wte"], aliases1={"lm_head": "wte"})
-    assert absent.only_in_model1 == []
+    assert absent.only_in_model1 == [] and absent.pairs == [("wte", "wte")]
 
 
 def test_only_in_lists_are_sorted():

@@ -113,6 +113,7 @@ def test_stats_mode_agrees_with_tensor_mode(counting_source, gen):
     live = compare_sources(counting_source(a), counting_source(b), methods=methods)
     saved = compare_sources(scan_source(counting_source(a), methods), scan_source(counting_source(b), methods))
     assert saved["methods"] == methods
+    assert list(live["layer_comparisons"]) == list(saved["layer_comparisons"]) == ["l0", "l1", "l2"]
     for layer, m in live["layer_comparisons"].items():
         s = saved["layer_comparisons"][layer]
         for key in ("mean_diff", "std_diff", "l2_norm_ratio", "norm_change", "condition_number_ratio",
@@ -169,3 +170,24 @@ def test_a_scan_file_from_before_stored_shapes_still_compares(resized):
     c = compare_sources(root / "a-spectral.json", root / "b-old.json", methods=["spectral"])
     assert c["mode"] == "stats" and set(c["layer_comparisons"]) == {"wte", "fc"}  # shape of b unknown
     assert ScanResults.load(root / "b-old.json").stored_shapes == {}
+
+
+def test_a_layer_with_nan_weights_is_nan_from_saved_stats_as_from_tensors(counting_source, gen):
+    import math
+
+    import numpy as np
+
+    a = {"ok.weight": torch.randn(20, 12, generator=gen), "bad.weight": torch.randn(20, 12, generator=gen)}
+    b = {k: t + 1e-4 * torch.randn(t.shape, generator=gen) for k, t in a.items()}
+    b["bad.weight"][3, 4] = float("nan")
+    methods = ["basic_stats"]
+    live = compare_sources(counting_source(a), counting_source(b), methods=methods)
+    saved = compare_sources(scan_source(counting_source(a), methods), scan_source(counting_source(b), methods))
+    for c in (live, saved):
+        bad = c["layer_comparisons"]["bad"]
+        # The finite weights alone would say "unchanged" (ratio ~1): a layer that broke is not frozen.
+        assert all(math.isnan(bad[k]) for k in ("mean_diff", "std_diff", "l2_norm_ratio")), bad
+        ok = c["layer_comparisons"]["ok"]
+        x, y = (t["ok.weight"].double().numpy() for t in (a, b))
+        assert ok["l2_norm_ratio"] == pytest.approx(np.linalg.norm(y) / np.linalg.norm(x), rel=1e-9)
+        assert [layer for layer, _, _ in find_most_changed_layers(c, top_k=None)][-1] == "bad"

@@ -13,6 +13,15 @@ def _np_sv(a: torch.Tensor, b: torch.Tensor) -> np.ndarray:
     return np.linalg.svd(d.reshape(d.shape[0], -1), compute_uv=False)
 
 
+def _np_metrics(sv: np.ndarray) -> dict:
+    """The three ranks of ΔW from numpy's singular values, straight from their definitions."""
+    energy = np.cumsum(sv**2) / np.sum(sv**2)
+    p = sv[sv > 0] / sv.sum()
+    return {"update_stable_rank": np.sum(sv**2) / sv[0] ** 2,
+            "update_effective_rank": float(np.exp(-np.sum(p * np.log(p)))),
+            "update_rank_90": int(np.argmax(energy >= 0.9)) + 1}
+
+
 @pytest.mark.parametrize("shape", [(96, 64), (40, 120), (8, 4, 3, 3), (420, 400), (390, 600)])  # last two: blocked Gram
 def test_singular_values_match_numpy_svd(gen, shape):
     a = torch.randn(*shape, generator=gen)
@@ -32,6 +41,10 @@ def test_low_rank_update_is_seen_as_low_rank(gen, rank):
     assert m["update_stable_rank"] <= rank + 1e-6
     # Rounding of a + ΔW in float32 adds a noise floor, so the entropy rank is only near r.
     assert m["update_effective_rank"] < rank + 1.5
+    ref = _np_metrics(_np_sv(a, b))  # the noise floor is ~1e-7 of σ_max: it moves the entropy rank by ~1e-4
+    assert m["update_rank_90"] == ref["update_rank_90"]
+    assert m["update_stable_rank"] == pytest.approx(ref["update_stable_rank"], rel=1e-9)
+    assert m["update_effective_rank"] == pytest.approx(ref["update_effective_rank"], rel=1e-3)
 
 
 def test_full_rank_noise_update_has_large_rank(gen):
@@ -40,6 +53,10 @@ def test_full_rank_noise_update_has_large_rank(gen):
     m = update_spectrum(a, b)
     assert m["update_rank_90"] > 40
     assert m["update_effective_rank"] > 60
+    ref = _np_metrics(_np_sv(a, b))
+    assert m["update_rank_90"] == ref["update_rank_90"]
+    assert m["update_stable_rank"] == pytest.approx(ref["update_stable_rank"], rel=1e-9)
+    assert m["update_effective_rank"] == pytest.approx(ref["update_effective_rank"], rel=1e-9)
 
 
 def test_metrics_match_closed_form_on_known_spectrum():

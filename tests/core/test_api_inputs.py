@@ -135,11 +135,18 @@ def test_nested_state_dict_compares_its_tensors(gen):
 
 def test_saved_results_as_dicts_still_compare_from_stats(gen):
     sd = {"fc.weight": torch.randn(5, 5, generator=gen)}
-    r = weightscope.scan(sd, methods="basic_stats")
-    for obj in (dict(r), r.to_json_dict()):
-        c = weightscope.compare(obj, obj)
+    later = {"fc.weight": sd["fc.weight"] * 1.5 + 0.25}
+    r, r2 = weightscope.scan(sd, methods="basic_stats"), weightscope.scan(later, methods="basic_stats")
+    x, y = _np(sd["fc.weight"]), _np(later["fc.weight"])
+    for obj, obj2 in ((dict(r), dict(r2)), (r.to_json_dict(), r2.to_json_dict())):
+        c = weightscope.compare(obj, obj2)
         assert c["mode"] == "stats"
-        assert c["layer_comparisons"]["fc"]["l2_norm_ratio"] == pytest.approx(1.0)
+        entry = c["layer_comparisons"]["fc"]
+        assert entry["l2_norm_ratio"] == pytest.approx(np.linalg.norm(y) / np.linalg.norm(x), rel=1e-9)
+        assert entry["mean_diff"] == pytest.approx(y.mean() - x.mean(), rel=1e-9)
+        assert entry["std_diff"] == pytest.approx(y.std() - x.std(), rel=1e-9)
+        assert entry["l2_distance"] is None  # not knowable from stats
+        assert weightscope.compare(obj, obj)["layer_comparisons"]["fc"]["l2_norm_ratio"] == 1.0
 
 
 # -- a run folder given to scan ------------------------------------------------------------------

@@ -89,8 +89,11 @@ def test_live_results_compare_like_the_path(models, monkeypatch, caplog):
         got, ref = by_results["layer_comparisons"][layer], _reference(base[f"{layer}.weight"], tuned[f"{layer}.weight"])
         for key, value in ref.items():
             assert got[key] == pytest.approx(value, rel=1e-9, abs=1e-12), (layer, key)
-        assert got["significant_change_percentage"] is not None and got["tensors_compared"] is True
-        assert got["update_rank_90"] is not None
+        assert got["tensors_compared"] is True
+        x, y = _f64(base[f"{layer}.weight"]), _f64(tuned[f"{layer}.weight"])
+        assert got["significant_change_percentage"] == pytest.approx(100 * np.mean(np.abs(y - x) > 0.01 * np.abs(x)))
+        sv = np.linalg.svd((y - x).reshape(base[f"{layer}.weight"].shape), compute_uv=False)
+        assert got["update_rank_90"] == int(np.argmax(np.cumsum(sv**2) >= 0.9 * np.sum(sv**2))) + 1
         for key in ("l2_distance", "cosine_similarity", "l2_norm_ratio", "update_rank_90"):
             assert got[key] == pytest.approx(by_path["layer_comparisons"][layer][key], rel=1e-9, abs=1e-12)
         # Saved stats reused, cut to the methods compared; the same numbers a fresh analysis gives.
@@ -110,12 +113,21 @@ def test_live_results_compare_like_the_path(models, monkeypatch, caplog):
 
 
 def test_methods_the_scan_lacks_are_analysed(models, monkeypatch):
-    base_path, tuned_path, _, _ = models
+    base_path, tuned_path, base, tuned = models
     tuned_results = weightscope.scan(tuned_path, methods="basic_stats", parallel=False)
     calls = _count_analyses(monkeypatch)
     c = weightscope.compare(base_path, tuned_results, methods=METHODS, parallel=False)
     assert c["mode"] == "tensors" and len(calls) == 4  # both sides: the saved stats lack spectral
     assert set(c["model2_stats"]["reinit"]) == set(METHODS)
+    for key, side in (("model1_stats", base), ("model2_stats", tuned)):  # each side's own tensors, numpy float64
+        for layer in ("reinit", "scaled"):
+            w = side[f"{layer}.weight"].double().numpy()
+            sv = np.linalg.svd(w, compute_uv=False)
+            stats = c[key][layer]
+            assert stats["spectral"]["max_singular_value"] == pytest.approx(sv[0], rel=1e-9), (key, layer)
+            assert stats["spectral"]["condition_number"] == pytest.approx(sv[0] / sv[-1], rel=1e-6), (key, layer)
+            assert stats["basic_stats"]["mean"] == pytest.approx(w.mean(), rel=1e-9), (key, layer)
+    assert c["layer_comparisons"]["scaled"]["max_singular_value_ratio"] == pytest.approx(1.02, rel=1e-6)
 
 
 def test_only_the_scanned_layers_take_part(models):

@@ -1,6 +1,7 @@
 import threading
 import time
 
+import numpy as np
 import pytest
 import torch
 
@@ -108,6 +109,12 @@ def test_scan_source_parallel_matches_sequential_in_checkpoint_order():
     par = scan_source(DictSource(tensors), ["all"], parallel=True, num_workers=2)
     assert list(seq) == [f"l{i}" for i in range(6)] == list(par)
     assert seq == par
+    for i in range(6):  # and each layer holds its own tensor's numbers (numpy float64)
+        w = tensors[f"l{i}.weight"].double().numpy()
+        got = par[f"l{i}"]
+        assert got["basic_stats"]["shape"] == list(w.shape)
+        assert got["basic_stats"]["mean"] == pytest.approx(w.mean(), rel=1e-12)
+        assert got["spectral"]["max_singular_value"] == pytest.approx(np.linalg.norm(w, 2), rel=1e-9)
     assert seq.methods == ["basic_stats", "spectral", "esd", "quantization", "sparsity"]
 
 

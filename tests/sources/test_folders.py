@@ -43,7 +43,9 @@ def test_single_other_checkpoint_next_to_trainer_state(ckpts: Any, tmp_path: Pat
     (folder / "training_args.bin").write_bytes(b"\x80\x04not really")
     (folder / "trainer_state.json").write_text("{}")
     assert find_weight_files(folder) == [folder / "weights.pt"]
-    assert len(open_source(folder).refs()) == len(ckpts.state)
+    refs = open_source(folder).refs()
+    assert [r.name for r in refs] == list(ckpts.state)
+    assert all(torch.equal(r.load(), ckpts.state[r.name]) for r in refs)
 
 
 def test_same_model_in_two_formats(tmp_path: Path) -> None:

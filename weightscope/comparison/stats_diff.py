@@ -64,7 +64,17 @@ def stats_metrics(stats1: dict[str, Any] | None, stats2: dict[str, Any] | None, 
     for method in methods:
         for out_key, key, how in STATS_METRICS.get(method, ()):
             out[out_key] = _combine(stat(stats1, method, key), stat(stats2, method, key), how)
+    if "basic_stats" in methods and (_nonfinite(stats1) or _nonfinite(stats2)):
+        # basic_stats skip NaN/Inf weights, so their norms would call a layer that broke "unchanged";
+        # NaN, as the tensor comparison gives for such a pair (the weights are what is wrong).
+        for out_key, _, _ in STATS_METRICS["basic_stats"]:
+            if out[out_key] is not None:
+                out[out_key] = math.nan
     return out
+
+
+def _nonfinite(stats: dict[str, Any] | None) -> bool:
+    return bool((stat(stats, "basic_stats", "nan_count") or 0) + (stat(stats, "basic_stats", "inf_count") or 0))
 
 
 def norm_change(metrics: dict[str, Any], std1: float | None = None) -> float | None:
