@@ -63,7 +63,7 @@ def test_drift_spike_window_bounds_the_history():
     state = AlertState()
     for i in range(30):
         run(diff_prev={"a": {"relative_l2_distance": 0.01 + i}}, state=state, alerts={"drift_spike": {"window": 5}})
-    assert len(state.drift["a"]) == 5
+    assert state.drift["a"] == pytest.approx([0.01 + i for i in range(25, 30)])  # the latest 5, oldest first
 
 
 def test_norm_ratio_outside_bounds():

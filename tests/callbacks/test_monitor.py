@@ -22,11 +22,19 @@ from callback_models import TinyNet
 from callback_readers import find_wandb_file, tb_scalars, wandb_history
 
 
-def train(monitor, steps=10, fault_at=None, start=True):
+def train(monitor, steps=10, fault_at=None, start=True, keep=None):
+    """``keep``: a dict that receives a float64 copy of every weight after each step (and at 0)."""
     torch.manual_seed(0)
     model = TinyNet()
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.05)
     g = torch.Generator().manual_seed(0)
+
+    def copy(step):
+        if keep is not None:
+            keep[step] = {n.removesuffix(".weight"): p.detach().double().numpy().copy()
+                          for n, p in model.named_parameters() if n.endswith("weight")}
+
+    copy(0)
     if start:
         monitor.start(model, 0)
     for step in range(1, steps + 1):
@@ -37,6 +45,7 @@ def train(monitor, steps=10, fault_at=None, start=True):
         if step == fault_at:
             with torch.no_grad():
                 model.mid.weight[0, 0] = float("inf")
+        copy(step)
         monitor.step(model, step)
     monitor.close(model, steps)
     return model
@@ -52,7 +61,8 @@ def test_plain_loop_with_tensorboard_and_own_wandb_run(tmp_path):
     monitor = WeightMonitor(every_n_steps=4, methods="basic_stats", output_dir=tmp_path / "out", max_pending=16,
                             sinks=[f"tensorboard:{tmp_path / 'tb'}", wandb_sink], on_alert=seen.append,
                             log_histograms=True)
-    train(monitor, steps=10, fault_at=8)
+    weights = {}
+    train(monitor, steps=10, fault_at=8, keep=weights)
     run_dir = Path(wandb_sink.run.dir).parent
     wandb.finish()
     records = list(read_jsonl(tmp_path / "out" / "weightscope.jsonl"))
@@ -67,6 +77,16 @@ def test_plain_loop_with_tensorboard_and_own_wandb_run(tmp_path):
     rows = [r for r in wandb_history(find_wandb_file(run_dir)) if "weights_nan_count/inp" in r]
     assert [r["weightscope/step"] for r in rows] == [0, 4, 8, 10]
     assert rows[1]["weights_l2_norm/inp"] == records[1]["layers"]["inp"]["basic_stats"]["l2_norm"]
+    # Every sink holds the numbers numpy float64 has for the weights at that step.
+    for i, step in enumerate([0, 4]):
+        for layer in ("inp", "mid", "out", "frozen"):
+            want = np.linalg.norm(weights[step][layer])
+            assert records[i]["layers"][layer]["basic_stats"]["l2_norm"] == pytest.approx(want, rel=1e-9)
+            assert rows[i][f"weights_l2_norm/{layer}"] == pytest.approx(want, rel=1e-9)
+            assert tb[f"weights_l2_norm/{layer}"][step] == pytest.approx(want, rel=1e-6)
+    prev, cur = weights[0]["mid"], weights[4]["mid"]
+    assert tb["drift_relative_l2_distance/mid"][4] == pytest.approx(
+        np.linalg.norm(cur - prev) / np.linalg.norm(prev), rel=1e-6)
 
 
 def test_background_and_inline_analysis_give_the_same_records(tmp_path):
@@ -76,6 +96,7 @@ def test_background_and_inline_analysis_give_the_same_records(tmp_path):
                           max_pending=16, full_scan_every=1, output_dir=tmp_path / str(background))
         train(m, steps=9)
         out.append([r.to_json_dict() for r in m.records])
+    assert [r["step"] for r in out[0]] == [r["step"] for r in out[1]] == [0, 3, 6, 9]
     for a, b in zip(*out):
         a.pop("timing"), b.pop("timing")
         assert a == b
@@ -215,7 +236,10 @@ def test_disabled_wandb_works(tmp_path, monkeypatch):
     monitor = WeightMonitor(every_n_steps=5, methods="basic_stats", sinks=["wandb"], output_dir=tmp_path)
     train(monitor, steps=5, fault_at=5)
     wandb.finish()
-    assert [a.rule for a in monitor.alerts] == ["nan"]
+    assert [(a.rule, a.layer, a.step) for a in monitor.alerts] == [("nan", "mid", 5)]
+    # the disabled sink costs the other outputs nothing: the history still has both snapshots
+    records = list(read_jsonl(tmp_path / "weightscope.jsonl"))
+    assert [(r["step"], r["layers"]["mid"]["basic_stats"]["inf_count"]) for r in records] == [(0, 0), (5, 1)]
 
 
 def simulate_budget(tmp_path, monkeypatch, *, cores, gaps, training_cores=None):
@@ -523,7 +547,7 @@ def test_a_completing_final_record_repeats_no_alert_even_with_a_window_of_one(tm
     train(monitor, steps=7, fault_at=7)  # an Inf at the last step, whose snapshot is a thinned one
     assert [(a.rule, a.layer, a.step) for a in seen if a.rule == "nan"] == [("nan", "mid", 7)]
     final = monitor.records[-1]
-    assert final.kind == "final" and final.summary["layers_alerting"] >= 1
+    assert final.kind == "final" and final.summary["layers_alerting"] == 1  # mid, still alerting
 
 
 def test_a_failing_histogram_costs_the_snapshot_nothing_else(tmp_path, monkeypatch, caplog):

@@ -1,6 +1,7 @@
 """What the CLI prints and when: text as typed (not rich markup), files before the report, progress, up-front checks."""
 
 import io
+import json
 import os
 import subprocess
 import sys
@@ -88,10 +89,16 @@ def test_closed_stdout_keeps_a_run_folders_files(tmp_path):
                                "-o", "run.json", "--jsonl", "history.jsonl")
     assert proc.returncode == 141 and "Traceback" not in proc.stderr, proc.stderr
     checkpoints = strict_load(tmp_path / "run.json")["checkpoints"]
-    for cp in checkpoints:
+    assert [cp["step"] for cp in checkpoints] == [1, 2]
+    history = [json.loads(line) for line in (tmp_path / "history.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in history] == [1, 2]
+    for cp, rec in zip(checkpoints, history):
         ref = np.linalg.norm(weights[cp["step"]].double().numpy())
         assert cp["layers"]["fc"]["basic_stats"]["l2_norm"] == pytest.approx(ref, rel=1e-12)
-    assert len((tmp_path / "history.jsonl").read_text().splitlines()) == 2
+        assert rec["layers"]["fc"]["basic_stats"]["l2_norm"] == pytest.approx(ref, rel=1e-12)
+    a, b = (weights[s].double().numpy() for s in (1, 2))
+    assert history[1]["diff_prev"]["fc"]["relative_l2_distance"] == pytest.approx(
+        np.linalg.norm(b - a) / np.linalg.norm(a), rel=1e-9)
 
 
 def test_demo_dir_that_is_a_file_fails_up_front_in_one_line(cli, tmp_path):

@@ -67,10 +67,25 @@ def test_no_names_in_common_between_two_checkpoints_says_so(cli, pair, tmp_path)
 
 
 def test_saved_stats_line_is_kept_for_scan_files(cli, pair, tmp_path):
-    m1, m2, _, _ = pair
+    m1, m2, a, b = pair
     cli("scan", "-m", m1, "--methods", "basic_stats", "-o", tmp_path / "s1.json", "-q", check_rc=0)
-    proc = cli("compare", "--model1", tmp_path / "s1.json", "--model2", m2, "-q", check_rc=0)
+    out = tmp_path / "c.json"
+    proc = cli("compare", "--model1", tmp_path / "s1.json", "--model2", m2, "-q", "-o", out, check_rc=0)
     assert "3 layers compared from saved stats" in proc.stdout
+    # What saved stats allow, as numpy float64 has it: model 1's side from the scan file, model 2's from tensors.
+    lc = strict_load(out)["layer_comparisons"]
+    assert sorted(lc) == ["l0", "l1", "l2"]
+    for key in a:
+        x, y = a[key].double().numpy(), b[key].double().numpy()
+        got = lc[key.removesuffix(".weight")]
+        assert got["tensors_compared"] is False and got["relative_l2_distance"] is None  # needs both tensors
+        assert got["model1_l2_norm"] == pytest.approx(np.linalg.norm(x), rel=1e-9)
+        assert got["model2_l2_norm"] == pytest.approx(np.linalg.norm(y), rel=1e-9)
+        assert got["l2_norm_ratio"] == pytest.approx(np.linalg.norm(y) / np.linalg.norm(x), rel=1e-9)
+        assert got["mean_diff"] == pytest.approx(y.mean() - x.mean(), rel=1e-9, abs=1e-12)
+        assert got["std_diff"] == pytest.approx(y.std() - x.std(), rel=1e-9, abs=1e-12)
+    # ranked by how far the norm moved: l1 (+0.5 noise) above l2 (+0.05) above l0 (untouched)
+    assert _table_layers(proc.stdout) == ["l1", "l2", "l0"]
 
 
 def test_an_empty_json_object_is_not_a_scan_file(cli, pair, tmp_path):
@@ -172,7 +187,10 @@ def test_csv_has_resized_layers_and_a_bad_rank_by_still_saves(cli, tmp_path):
     out2 = tmp_path / "c.json"
     proc = cli("compare", "--model1", tmp_path / "a.safetensors", "--model2", tmp_path / "b.safetensors",
                "--rank-by", "update_rank_90", "-o", out2, "-q")
-    assert proc.returncode != 0 and out2.exists()
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert lines[0] == f"Comparison written to {out2}" and len(lines) == 2  # the file first, then one error line
+    assert lines[1].startswith("weightscope: error: no layer has a numeric 'update_rank_90'; rank by one of: ")
     assert json.loads(out2.read_text())["layer_comparisons"]["fc"]["l2_norm_ratio"] == pytest.approx(1.1, rel=1e-6)
 
 

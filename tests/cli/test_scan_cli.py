@@ -1,4 +1,5 @@
 import csv
+import json
 import math
 
 import numpy as np
@@ -38,7 +39,9 @@ def test_scan_writes_strict_json_with_documented_layout(cli, model_file, tmp_pat
     assert bs["nan_count"] == 1 and bs["numel"] == 512 and bs["shape"] == [32, 16]
     finite = w.double().numpy().ravel()
     finite = finite[np.isfinite(finite)]
-    assert math.isclose(bs["max"], finite.max(), rel_tol=1e-6)
+    assert bs["max"] == finite.max() and bs["min"] == finite.min()  # float32 values: exact in float64
+    assert math.isclose(bs["l2_norm"], np.linalg.norm(finite), rel_tol=1e-12)
+    assert math.isclose(bs["mean"], finite.mean(), rel_tol=1e-12)
     # inf condition number of the all-zero matrix becomes null, not Infinity
     assert data["layers"]["zero"]["spectral"]["condition_number"] is None
     assert "NaN / Inf" in proc.stdout and "a" in proc.stdout
@@ -52,6 +55,17 @@ def test_scan_csv_is_one_row_per_layer(cli, model_file, tmp_path):
     rows = list(csv.DictReader(out.open()))
     assert [r["layer"] for r in rows] == ["a.bias", "a", "zero"]  # safetensors header order
     assert float(rows[2]["basic_stats.zeros_percentage"]) == 100.0
+    # Each row holds its own tensor's numbers (read back with safetensors' numpy API, finite values, float64).
+    from safetensors.numpy import load_file
+
+    tensors = load_file(path)
+    for row, name in zip(rows, ["a.bias", "a.weight", "zero.weight"]):
+        x = tensors[name].astype(np.float64).ravel()
+        finite = x[np.isfinite(x)]
+        assert int(row["basic_stats.numel"]) == x.size and int(row["basic_stats.nan_count"]) == np.isnan(x).sum()
+        for stat, want in (("l2_norm", np.linalg.norm(finite)), ("mean", finite.mean()), ("std", finite.std()),
+                           ("min", finite.min()), ("max", finite.max()), ("abs_mean", np.abs(finite).mean())):
+            assert float(row[f"basic_stats.{stat}"]) == pytest.approx(want, rel=1e-9, abs=1e-12), (name, stat)
 
 
 @pytest.mark.parametrize(
@@ -118,8 +132,23 @@ def test_demo_training_catches_the_planted_fault_and_compares(cli, tmp_path):
     comparison = strict_load(tmp_path / "d" / "comparison.json")
     top = max(comparison["layer_comparisons"].items(), key=lambda kv: kv[1]["relative_l2_distance"])
     assert top[0] == "transformer.h.2.mlp.c_fc"  # the x8 fault dominates what training changed
-    lines = (tmp_path / "d" / "training" / "weightscope.jsonl").read_text().splitlines()
-    assert len(lines) >= 90 // 6
+    # The comparison is of the first and last weights training saved, as numpy float64 has them.
+    from safetensors.numpy import load_file
+
+    ckpts = tmp_path / "d" / "training" / "checkpoints"
+    assert sorted(p.name for p in ckpts.iterdir()) == ["step-000000.safetensors", "step-000090.safetensors"]
+    first, last = (load_file(ckpts / name) for name in ("step-000000.safetensors", "step-000090.safetensors"))
+    matrices = [k.removesuffix(".weight") for k, v in first.items() if v.ndim == 2 and k.endswith(".weight")]
+    assert sorted(comparison["layer_comparisons"]) == sorted(matrices)
+    for layer, got in comparison["layer_comparisons"].items():
+        a, b = (t[f"{layer}.weight"].astype(np.float64) for t in (first, last))
+        assert got["relative_l2_distance"] == pytest.approx(np.linalg.norm(b - a) / np.linalg.norm(a), rel=1e-9)
+    # One snapshot every 6 steps; the planted x8 is caught at its step, in its layer, and nothing else is.
+    records = [json.loads(line) for line in (tmp_path / "d" / "training" / "weightscope.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == list(range(0, 91, 6)) and records[-1]["kind"] == "final"
+    alerts = [(a["step"], a["layer"], a["rule"]) for r in records for a in r["alerts"]]
+    assert (60, "model.transformer.h.2.mlp.c_fc", "norm_ratio") in alerts
+    assert {(step, layer) for step, layer, _ in alerts} == {(60, "model.transformer.h.2.mlp.c_fc")}
     assert "tensorboard --logdir" in proc.stdout
 
 
@@ -179,14 +208,24 @@ def test_comma_separated_methods_select_exactly_those(cli, model_file, tmp_path)
 
 def test_comma_separated_methods_in_run_folder_mode(cli, tmp_path):
     g = torch.Generator().manual_seed(2)
+    weights = {}
     for step in (1, 2):
         (tmp_path / "run" / f"checkpoint-{step}").mkdir(parents=True)
-        save_file({"fc.weight": torch.randn(12, 6, generator=g)},
-                  str(tmp_path / "run" / f"checkpoint-{step}" / "model.safetensors"))
+        weights[step] = torch.randn(12, 6, generator=g)
+        save_file({"fc.weight": weights[step]}, str(tmp_path / "run" / f"checkpoint-{step}" / "model.safetensors"))
     out = tmp_path / "run.json"
     cli("scan", "-m", tmp_path / "run", "--methods", "basic_stats,spectral", "--no-cache", "-o", out, "-q",
         check_rc=0)
-    assert strict_load(out)["methods"] == ["basic_stats", "spectral"]
+    data = strict_load(out)
+    assert data["methods"] == ["basic_stats", "spectral"]
+    # both methods ran, on each checkpoint's own weights
+    assert [cp["step"] for cp in data["checkpoints"]] == [1, 2]
+    for cp in data["checkpoints"]:
+        w = weights[cp["step"]].double().numpy()
+        sv = np.linalg.svd(w, compute_uv=False)
+        assert sorted(cp["layers"]["fc"]) == ["basic_stats", "spectral"]
+        assert cp["layers"]["fc"]["basic_stats"]["l2_norm"] == pytest.approx(np.linalg.norm(w), rel=1e-9)
+        assert cp["layers"]["fc"]["spectral"]["condition_number"] == pytest.approx(sv[0] / sv[-1], rel=1e-9)
 
 
 def test_csv_and_parquet_hold_null_not_inf(cli, tmp_path):

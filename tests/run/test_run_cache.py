@@ -5,6 +5,7 @@ import logging
 import os
 import shutil
 
+import numpy as np
 import pytest
 import torch
 from run_builders import STEPS, copy_run, hf_weights
@@ -85,13 +86,21 @@ def test_second_run_scans_nothing_and_a_new_checkpoint_scans_one(hf_run, tmp_pat
 
 def test_cache_dir_elsewhere_and_no_cache(hf_run, tmp_path, counts):
     run = copy_run(hf_run, tmp_path / "run")
+    layers = len(hf_weights(run / "checkpoint-2"))
     weightscope.scan_run(run, methods="basic_stats", cache=tmp_path / "elsewhere", last=2)
     assert not (run / CACHE_DIRNAME).exists() and any((tmp_path / "elsewhere").iterdir())
-    counts()
-    weightscope.scan_run(run, methods="basic_stats", cache=tmp_path / "elsewhere", last=2)
-    assert counts()["analysed"] == 0
-    weightscope.scan_run(run, methods="basic_stats", cache=False, last=2)
-    assert counts()["analysed"] > 0
+    assert counts() == {"analysed": 2 * layers, "diffed": layers}  # steps 4 and 6; 4->6 (4 is the first)
+    cached = sorted((tmp_path / "elsewhere").rglob("*"))
+    again = weightscope.scan_run(run, methods="basic_stats", cache=tmp_path / "elsewhere", last=2)
+    assert counts() == {"analysed": 0, "diffed": 0} and again.scanned == []
+    fresh = weightscope.scan_run(run, methods="basic_stats", cache=False, last=2)
+    assert counts() == {"analysed": 2 * layers, "diffed": layers} and fresh.scanned == [4, 6]
+    assert sorted((tmp_path / "elsewhere").rglob("*")) == cached and not (run / CACHE_DIRNAME).exists()
+    # served from the cache elsewhere or computed afresh: the same numbers, those of the files
+    assert again.to_json_dict()["checkpoints"] == fresh.to_json_dict()["checkpoints"]
+    for s in (4, 6):
+        for layer, w in hf_weights(run / f"checkpoint-{s}").items():
+            assert again[s][layer]["basic_stats"]["l2_norm"] == pytest.approx(np.linalg.norm(w), rel=1e-9)
 
 
 def _zero_size(ckpt):

@@ -5,11 +5,13 @@ import json
 import numpy as np
 import pytest
 import torch
-from run_builders import STEPS, copy_run
+from run_builders import STEPS, copy_run, hf_weights
 from safetensors.torch import save_file
 
 from weightscope.cli.main import main
 from weightscope.run.trajectory import RUN_FORMAT
+
+LAYER = "transformer.h.0.mlp.c_fc"
 
 
 def _strict(path):
@@ -27,8 +29,21 @@ def test_run_folder_report_json_then_cached_rerun(hf_run, tmp_path, capsys):
     assert "3 checkpoints in" in printed.err and "(3 scanned, 3 comparisons)" in printed.err
     data = _strict(out)
     assert data["format"] == RUN_FORMAT and [c["step"] for c in data["checkpoints"]] == STEPS
-    assert set(data) >= {"checkpoints", "drift", "alerts"}
-    assert data["methods"] == ["basic_stats", "spectral"]
+    assert data["methods"] == ["basic_stats", "spectral"] and data["alerts"] == []
+    weights = {s: hf_weights(run / f"checkpoint-{s}") for s in STEPS}
+
+    def reference(step, layer):
+        w = weights[step][layer]
+        sv = np.linalg.svd(w, compute_uv=False)
+        return {"basic_stats.l2_norm": np.linalg.norm(w), "spectral.condition_number": sv[0] / sv[-1]}
+
+    for cp in data["checkpoints"]:
+        assert set(cp["layers"]) == set(weights[cp["step"]])
+        for layer in (LAYER, "transformer.wte"):
+            want = reference(cp["step"], layer)
+            assert cp["layers"][layer]["basic_stats"]["l2_norm"] == pytest.approx(want["basic_stats.l2_norm"], rel=1e-9)
+            assert cp["layers"][layer]["spectral"]["condition_number"] == pytest.approx(
+                want["spectral.condition_number"], rel=1e-9)
 
     table = tmp_path / "exp.csv"
     assert main(["scan", "--model", str(run), "--methods", "basic_stats", "spectral", "--output", str(table),
@@ -38,6 +53,14 @@ def test_run_folder_report_json_then_cached_rerun(hf_run, tmp_path, capsys):
     assert "(0 scanned, 0 comparisons)" in printed.err
     header, *rows = table.read_text().splitlines()
     assert header == "step,layer,metric,value" and {r.split(",")[0] for r in rows} == {"4", "6"}
+    # The cached numbers are still each checkpoint's own (numpy float64 of its weights, drift included).
+    cells = {tuple(r.split(",")[:3]): float(r.split(",")[3]) for r in rows}
+    for step in (4, 6):
+        for metric, want in reference(step, LAYER).items():
+            assert cells[str(step), LAYER, metric] == pytest.approx(want, rel=1e-9), (step, metric)
+    a, b = weights[4][LAYER], weights[6][LAYER]
+    assert cells["6", LAYER, "drift_relative_l2_distance"] == pytest.approx(
+        np.linalg.norm(b - a) / np.linalg.norm(a), rel=1e-9)
 
 
 def test_single_model_folder_keeps_plain_scan(hf_run, capsys):

@@ -1,7 +1,8 @@
 """Replays read back with their own readers: TensorBoard's EventAccumulator and an offline W&B run file."""
 
+import numpy as np
 import pytest
-from run_builders import STEPS, callback_readers, copy_run
+from run_builders import STEPS, callback_readers, copy_run, hf_weights, reference_diff
 from safetensors.torch import load_file, save_file
 
 import weightscope
@@ -26,6 +27,11 @@ def faulty_run(hf_run, tmp_path_factory):
     return run
 
 
+def _weights(run):
+    """step -> layer -> float64 matrix, read from the checkpoints with safetensors' numpy API."""
+    return {s: hf_weights(run / f"checkpoint-{s}") for s in STEPS}
+
+
 @pytest.fixture(scope="module")
 def traj(faulty_run):
     return weightscope.scan_run(faulty_run, methods=["basic_stats"], cache=False)
@@ -37,16 +43,20 @@ def test_tensorboard_replay_has_the_callbacks_tags_at_the_checkpoint_steps(fault
                "--tensorboard", str(tb)])
     assert rc == 0
     scalars = readers.tb_scalars(tb)
+    weights = _weights(faulty_run)
     norm = scalars[stat_name("l2_norm", LAYER)]
     assert sorted(norm) == STEPS
-    for s in STEPS:
-        assert norm[s] == pytest.approx(traj[s][LAYER]["basic_stats"]["l2_norm"], rel=1e-6)
+    for s in STEPS:  # numpy float64 of the checkpoint's own weights (TensorBoard stores float32)
+        assert norm[s] == pytest.approx(np.linalg.norm(weights[s][LAYER]), rel=1e-6)
     # Drift exists from the second checkpoint on, as in a live run (nothing to diff at the baseline).
     drift = scalars[drift_name("relative_l2_distance", LAYER)]
     assert sorted(drift) == STEPS[1:]
-    assert drift[6] == pytest.approx(traj.drift[6]["previous"][LAYER]["relative_l2_distance"], rel=1e-6)
+    for prev, s in zip(STEPS, STEPS[1:]):
+        assert drift[s] == pytest.approx(reference_diff(weights[prev][LAYER], weights[s][LAYER])[
+            "relative_l2_distance"], rel=1e-6)
     from_start = scalars[drift_name("relative_l2_distance", LAYER, from_start=True)]
-    assert from_start[6] == pytest.approx(traj.drift[6]["first"][LAYER]["relative_l2_distance"], rel=1e-6)
+    assert from_start[6] == pytest.approx(reference_diff(weights[2][LAYER], weights[6][LAYER])[
+        "relative_l2_distance"], rel=1e-6)
     assert scalars["weightscope/nonfinite_layers"] == {2: 0.0, 4: 1.0, 6: 0.0}
     # Every scalar of every record is there, and nothing else.
     expected = {(name, r.step) for r in traj.records for name in r.scalars()}
@@ -69,8 +79,11 @@ def test_offline_wandb_replay_read_back_with_its_steps(faulty_run, traj, tmp_pat
     run_file = readers.find_wandb_file(tmp_path)
     rows = readers.wandb_history(run_file)
     assert [row["weightscope/step"] for row in rows] == STEPS
+    weights = _weights(faulty_run)
     for row, s in zip(rows, STEPS):
-        assert row[wandb_key(stat_name("l2_norm", LAYER))] == pytest.approx(traj[s][LAYER]["basic_stats"]["l2_norm"])
+        assert row[wandb_key(stat_name("l2_norm", LAYER))] == pytest.approx(np.linalg.norm(weights[s][LAYER]),
+                                                                            rel=1e-9)
+        assert row[wandb_key(stat_name("nan_count", POISONED))] == (1 if s == 4 else 0)
         assert set(row) - {"_step", "_runtime", "_timestamp"} == {*wandb_keys(traj.record(s).scalars()), "weightscope/step"}
     alerts = readers.wandb_alerts(run_file)
     assert [(a.title, a.level) for a in alerts] == [(f"WeightScope: nan in {POISONED} at step 4", "ERROR")]
@@ -84,7 +97,15 @@ def test_jsonl_replay_is_the_callbacks_history_format(faulty_run, traj, tmp_path
     records = list(read_jsonl(path))
     assert [(r["step"], r["kind"], r["prev_step"], r["base_step"]) for r in records] == [
         (2, "baseline", None, 2), (4, "periodic", 2, 2), (6, "periodic", 4, 2)]
-    assert records[1]["alerts"][0]["rule"] == "nan"
+    assert [(a["rule"], a["layer"], a["step"], a["level"]) for r in records for a in r["alerts"]] == [
+        ("nan", POISONED, 4, "ERROR")]
+    weights = _weights(faulty_run)
+    for rec in records:
+        assert rec["layers"][POISONED]["basic_stats"]["nan_count"] == int(np.isnan(weights[rec["step"]][POISONED]).sum())
+        assert rec["layers"][LAYER]["basic_stats"]["l2_norm"] == pytest.approx(
+            np.linalg.norm(weights[rec["step"]][LAYER]), rel=1e-9)
+    assert records[2]["diff_prev"][LAYER]["relative_l2_distance"] == pytest.approx(
+        reference_diff(weights[4][LAYER], weights[6][LAYER])["relative_l2_distance"], rel=1e-9)
     # Run again, the file holds this replay alone (a whole history, as --output holds a whole file).
     assert main(["scan", "--model", str(faulty_run), "--methods", "basic_stats", "--quiet", "--jsonl", str(path)]) == 0
     assert list(read_jsonl(path)) == records
@@ -117,8 +138,9 @@ def test_tensorboard_replay_with_histograms_of_every_layer_at_every_step(faulty_
                 assert (h.num, h.min, h.max) == (w.size, w.min(), w.max())
                 assert h.sum == pytest.approx(w.sum(), rel=1e-9, abs=1e-9)
                 assert h.sum_squares == pytest.approx(np.dot(w, w), rel=1e-9)
-                counts, _ = np.histogram(w, bins=64, range=(w.min(), w.max()))
-                assert sum(h.bucket) == w.size and max(h.bucket) == counts.max()
+                counts, edges = np.histogram(w, bins=64, range=(w.min(), w.max()))
+                assert list(h.bucket) == counts.tolist()  # bin by bin, in order
+                assert list(h.bucket_limit) == pytest.approx(edges[1:].tolist(), rel=1e-12)
 
 
 def test_histograms_are_cached_with_the_rest(faulty_run, tmp_path, monkeypatch):
